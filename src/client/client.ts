@@ -1,0 +1,219 @@
+import { encodeCallPayload, MAX_TIMEOUT_MS } from "../protocol/call-payload.js";
+import { type Connection, DEFAULT_LIMITS } from "../protocol/connection.js";
+import { type Endpoint, formatEndpoint, parseEndpoint } from "../protocol/endpoint.js";
+import { FrameType } from "../protocol/frame.js";
+import { DEFAULT_KEEPALIVE, type KeepaliveOptions } from "../protocol/keepalive.js";
+import type { CodecLimits } from "../protocol/msgpack-codec.js";
+import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
+import { type Limits, type Metadata, assertMetadata } from "../protocol/wire-messages.js";
+import type { BackoffOptions } from "./backoff.js";
+import type { CallOptions } from "./call-options.js";
+import { EndpointConnection, type Waiter } from "./endpoint-connection.js";
+import { type ServiceProxy, createProxy } from "./proxy.js";
+import { UnaryCall } from "./unary-call.js";
+
+/** Options of a {@link Client}. */
+export interface ClientOptions {
+  /** Default per-call timeout in ms. Default: none. */
+  timeout?: number;
+  /** Default for {@link CallOptions.waitForReady}. Default false. */
+  waitForReady?: boolean;
+  /** Sent in the handshake; the server sees it on every call as `connectionMetadata`. */
+  metadata?: Metadata;
+  /** What the client accepts from the server. Defaults as the server's. */
+  limits?: Partial<Limits>;
+  /** PINGs and silent-peer timeout; `false` turns them off. Default a PING every 10 s, drop after 30 s of silence. */
+  keepalive?: Partial<KeepaliveOptions> | false;
+  /** Milliseconds for TCP connect plus handshake. Default 10,000. */
+  connectTimeout?: number;
+  /** Reconnect backoff. Defaults: 100 ms doubling by 1.6 up to 10 s, +/-20 % jitter. */
+  reconnect?: BackoffOptions;
+  /** Largest frame payload the client sends. Default 64 KiB. */
+  fragmentSize?: number;
+  /** MessagePack decode limits. */
+  codec?: CodecLimits;
+}
+
+/**
+ * A rapt client for one endpoint. Calls made concurrently share one
+ * connection; a lost connection rejects its calls with UNAVAILABLE at once and
+ * is re-established in the background with backoff.
+ */
+export class Client {
+  /** The endpoint, as `host:port` or `unix:/path`. */
+  readonly endpoint: string;
+  private readonly link: EndpointConnection;
+  private readonly defaults: { timeout: number | undefined; waitForReady: boolean };
+  private closed = false;
+
+  constructor(endpoint: string | Endpoint, options: ClientOptions = {}) {
+    const parsed = parseEndpoint(endpoint);
+    this.endpoint = formatEndpoint(parsed);
+    const keepalive = options.keepalive === false ? false : { ...DEFAULT_KEEPALIVE, ...options.keepalive };
+    if (options.metadata !== undefined) assertMetadata(options.metadata);
+    this.link = new EndpointConnection(parsed, {
+      connection: {
+        limits: { ...DEFAULT_LIMITS, ...options.limits },
+        keepalive,
+        handshakeTimeout: options.connectTimeout ?? 10_000,
+        ...(options.fragmentSize === undefined ? {} : { fragmentSize: options.fragmentSize }),
+        ...(options.codec === undefined ? {} : { codec: options.codec }),
+      },
+      metadata: options.metadata,
+      backoff: options.reconnect ?? {},
+    });
+    this.defaults = { timeout: options.timeout, waitForReady: options.waitForReady === true };
+  }
+
+  /** The connection id the server assigned, or undefined while not connected. */
+  get connectionId(): string | undefined {
+    return this.link.ready?.id;
+  }
+
+  /** Last keepalive round-trip time in ms, if measured. */
+  get rtt(): number | undefined {
+    return this.link.ready?.rtt;
+  }
+
+  /** Connects now instead of on the first call; rejects if the attempt fails. */
+  async connect(options: Pick<CallOptions, "timeout" | "signal"> = {}): Promise<void> {
+    await this.connection("connect", options.timeout ?? this.defaults.timeout, options.signal, false, performance.now());
+  }
+
+  /**
+   * Calls `method` with positional `args`. Resolves with the result; rejects
+   * with an {@link RpcError} (the server's, or CANCELLED, DEADLINE_EXCEEDED,
+   * UNAVAILABLE, INVALID_ARGUMENT for arguments that cannot be encoded).
+   */
+  call<R = unknown>(method: string, args: readonly unknown[] = [], options: CallOptions = {}): Promise<R> {
+    if (typeof method !== "string" || method.length === 0) {
+      return Promise.reject(new RpcError(ErrorCode.INVALID_ARGUMENT, "method must be a non-empty string"));
+    }
+    if (!Array.isArray(args)) {
+      return Promise.reject(new RpcError(ErrorCode.INVALID_ARGUMENT, `${method}: args must be an array of positional arguments`));
+    }
+    if (this.closed) return Promise.reject(new RpcError(ErrorCode.UNAVAILABLE, `${method}: client is closed`));
+    const signal = options.signal;
+    if (signal?.aborted) return Promise.reject(new RpcError(ErrorCode.CANCELLED, `${method}: cancelled before it started`));
+    const timeout = options.timeout ?? this.defaults.timeout;
+    if (timeout !== undefined && !(timeout >= 0 && timeout <= MAX_TIMEOUT_MS)) {
+      return Promise.reject(new RpcError(ErrorCode.INVALID_ARGUMENT, `${method}: timeout must be between 0 and ${MAX_TIMEOUT_MS} ms`));
+    }
+    const ready = this.link.ready;
+    if (ready !== undefined) return this.start(ready, method, args, timeout, options) as Promise<R>;
+    const started = performance.now();
+    const waitForReady = options.waitForReady ?? this.defaults.waitForReady;
+    return this.connection(method, timeout, signal, waitForReady, started).then((connection) => {
+      const left = timeout === undefined ? undefined : Math.max(0, timeout - (performance.now() - started));
+      return this.start(connection, method, args, left, options) as Promise<R>;
+    });
+  }
+
+  /**
+   * A typed stub: `client.proxy<typeof calc>("calc").add(1, 2)` calls
+   * `calc.add` and type-checks arguments and result against the handler's
+   * signature, with no code generation. `options` apply to every call made
+   * through it.
+   */
+  proxy<T>(group = "", options?: CallOptions): ServiceProxy<T> {
+    return createProxy<T>(this, group, options);
+  }
+
+  /** Graceful close: no new calls; in-flight calls finish; resolves when every connection has ended. */
+  close(): Promise<void> {
+    this.closed = true;
+    return this.link.close();
+  }
+
+  /** Closes at once; in-flight calls reject with CANCELLED. */
+  destroy(): void {
+    this.closed = true;
+    this.link.destroy(new RpcError(ErrorCode.CANCELLED, "client destroyed"));
+  }
+
+  private start(
+    connection: Connection,
+    method: string,
+    args: readonly unknown[],
+    timeout: number | undefined,
+    options: CallOptions,
+  ): Promise<unknown> {
+    const streamId = connection.nextStreamId();
+    if (streamId < 0) {
+      this.link.retire(connection);
+      return this.call(method, args, options);
+    }
+    const limit = connection.peerLimits?.maxConcurrentStreams ?? Number.POSITIVE_INFINITY;
+    if (connection.streamCount >= limit) {
+      return Promise.reject(
+        new RpcError(ErrorCode.RESOURCE_EXHAUSTED, `${method}: the server allows ${limit} concurrent calls per connection`),
+      );
+    }
+    let payload: Buffer;
+    try {
+      const metadata = options.metadata === undefined ? undefined : assertMetadata(options.metadata);
+      const timeoutMs = timeout === undefined ? undefined : Math.ceil(timeout);
+      payload = encodeCallPayload(connection.codec, method, timeoutMs, metadata, args);
+    } catch (error) {
+      return Promise.reject(RpcError.from(error, ErrorCode.INVALID_ARGUMENT));
+    }
+    const call = new UnaryCall(connection, streamId, method, timeout, options.signal);
+    connection.addStream(streamId, call);
+    try {
+      connection.send(FrameType.CALL, streamId, payload, true);
+    } catch (error) {
+      call.onReset(RpcError.from(error, ErrorCode.INTERNAL));
+    }
+    return call.promise;
+  }
+
+  /** Waits for a connection within the call's deadline and signal. */
+  private connection(
+    what: string,
+    timeout: number | undefined,
+    signal: AbortSignal | undefined,
+    waitForReady: boolean,
+    started: number,
+  ): Promise<Connection> {
+    return new Promise<Connection>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const cleanup = (): void => {
+        if (timer !== undefined) clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+      };
+      const waiter: Waiter = {
+        waitForReady,
+        resolve: (connection) => {
+          cleanup();
+          resolve(connection);
+        },
+        reject: (error) => {
+          cleanup();
+          reject(error);
+        },
+      };
+      const giveUp = (error: RpcError): void => {
+        this.link.cancelWait(waiter);
+        waiter.reject(error);
+      };
+      const onAbort = (): void => giveUp(new RpcError(ErrorCode.CANCELLED, `${what}: cancelled while waiting for a connection`));
+      signal?.addEventListener("abort", onAbort, { once: true });
+      if (timeout !== undefined) {
+        timer = setTimeout(
+          () => {
+            const last = this.link.lastFailure;
+            const cause = last === undefined ? "" : ` (last error: ${last.message})`;
+            giveUp(
+              new RpcError(
+                ErrorCode.DEADLINE_EXCEEDED,
+                `${what}: no connection to ${this.endpoint} within the ${timeout} ms deadline${cause}`,
+              ),
+            );
+          },
+          Math.max(0, timeout - (performance.now() - started)),
+        );
+      }
+      this.link.wait(waiter);
+    });
+  }
+}

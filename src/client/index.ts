@@ -1,0 +1,5 @@
+export { Client, type ClientOptions } from "./client.js";
+export type { CallOptions } from "./call-options.js";
+export type { ServiceProxy } from "./proxy.js";
+export type { BackoffOptions } from "./backoff.js";
+export { RpcError, ErrorCode } from "../protocol/rpc-error.js";

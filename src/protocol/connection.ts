@@ -1,0 +1,449 @@
+import type { Socket } from "node:net";
+import { FrameType, MAX_STREAM_ID, frameTypeName } from "./frame.js";
+import { FrameDecoder, type FrameSink } from "./frame-decoder.js";
+import { FrameWriter } from "./frame-writer.js";
+import { Keepalive, type KeepaliveHost, type KeepaliveOptions } from "./keepalive.js";
+import { MessageAssembler } from "./message-assembler.js";
+import { MsgpackCodec, type CodecLimits } from "./msgpack-codec.js";
+import { ErrorCode, RpcError } from "./rpc-error.js";
+import { type Limits, errorFromBody, errorToBody, parseGoaway } from "./wire-messages.js";
+
+/** Largest frame accepted before the handshake has agreed on limits. */
+export const HANDSHAKE_MAX_FRAME_SIZE = 64 * 1024;
+
+/** Default limits a side announces and enforces. */
+export const DEFAULT_LIMITS: Limits = {
+  maxFrameSize: 1024 * 1024,
+  maxMessageSize: 64 * 1024 * 1024,
+  maxConcurrentStreams: 10_000,
+};
+
+/** The states of a {@link Connection}. */
+export const ConnectionState = {
+  /** Waiting for HELLO (server) or WELCOME (client). */
+  HANDSHAKE: 0,
+  /** Streams may be opened. */
+  OPEN: 1,
+  /** GOAWAY sent or received: existing streams finish, no new ones. */
+  DRAINING: 2,
+  /** The socket is gone. */
+  CLOSED: 3,
+} as const;
+/** One of the {@link ConnectionState} values. */
+export type ConnectionState = (typeof ConnectionState)[keyof typeof ConnectionState];
+
+/** One open stream's receiving end, registered with {@link Connection.addStream}. */
+export interface StreamReceiver {
+  /** A complete (reassembled) message for this stream. */
+  onMessage(type: number, payload: Buffer): void;
+  /** The stream ends without a message from the peer: connection lost, GOAWAY, limit. */
+  onReset(error: RpcError): void;
+}
+
+/** The server or client code that drives a {@link Connection}. */
+export interface ConnectionOwner {
+  /** The first frame from the peer (HELLO, WELCOME or ERROR); answer with {@link Connection.open} or {@link Connection.fail}. */
+  onHandshake(type: number, payload: Buffer): void;
+  /** A complete CALL opening peer stream `streamId`. */
+  onCall(streamId: number, payload: Buffer): void;
+  /** The peer sent GOAWAY; local streams above `lastStreamId` were already reset. */
+  onGoaway(lastStreamId: number, reason: RpcError): void;
+  /** The connection is closed; every stream has been reset with `reason`. */
+  onClose(reason: RpcError): void;
+}
+
+/** Options of a {@link Connection}. */
+export interface ConnectionOptions {
+  /** Which end this is; client streams are odd, server streams even. */
+  role: "client" | "server";
+  /** What this side accepts; announced in the handshake. */
+  limits: Limits;
+  /** PING cadence and silence timeout; `false` turns keepalive off. */
+  keepalive: KeepaliveOptions | false;
+  /** Largest frame payload this side sends (capped by the peer's maxFrameSize). Default 64 KiB. */
+  fragmentSize?: number;
+  /** Most bytes held for incomplete messages together. Default 2 x maxMessageSize. */
+  maxReassemblyBytes?: number;
+  /** Milliseconds to wait for the peer's handshake frame. Default 10,000. */
+  handshakeTimeout?: number;
+  /** MessagePack decode limits. */
+  codec?: CodecLimits;
+}
+
+const CLOSE_GRACE_MS = 1000;
+const NO_PAYLOAD = Buffer.alloc(0);
+
+/**
+ * The connection state machine both ends share: framing, reassembly, stream
+ * table and id rules, keepalive, GOAWAY and teardown. It knows nothing of
+ * methods or handlers; its owner (server or client) gets complete messages.
+ *
+ * Stream id rules (PROTOCOL.md, "Streams"): client-opened ids are odd and
+ * server-opened ids even; each side's new ids strictly increase. A frame for
+ * an id that was opened and has closed is ignored (it crossed a CANCEL or a
+ * reset on the wire); one for an id never opened is a PROTOCOL_ERROR.
+ */
+export class Connection implements FrameSink, KeepaliveHost {
+  /** The connection's state; see {@link ConnectionState}. */
+  state: ConnectionState = ConnectionState.HANDSHAKE;
+  /** Connection id given by the server in WELCOME (empty before). */
+  id = "";
+  /** The peer's limits, known after the handshake. */
+  peerLimits: Limits | undefined;
+  /** Reused MessagePack codec of this connection. */
+  readonly codec: MsgpackCodec;
+  readonly socket: Socket;
+  readonly role: "client" | "server";
+  readonly limits: Limits;
+  /** Why the connection closed, once it has. */
+  closeReason: RpcError | undefined;
+  /** Highest stream id the peer has opened. */
+  highestPeerStream = 0;
+  /** GOAWAY we sent: CALLs above this id are refused. */
+  goawaySentAt = -1;
+  private readonly streams = new Map<number, StreamReceiver>();
+  private readonly decoder: FrameDecoder;
+  private readonly writer: FrameWriter;
+  private readonly assembler: MessageAssembler;
+  private readonly keepalive: Keepalive | undefined;
+  private readonly owner: ConnectionOwner;
+  private readonly fragmentSize: number;
+  private nextLocalStream: number;
+  private handshakeTimer: NodeJS.Timeout | undefined;
+
+  constructor(socket: Socket, owner: ConnectionOwner, options: ConnectionOptions) {
+    this.socket = socket;
+    this.owner = owner;
+    this.role = options.role;
+    this.limits = options.limits;
+    this.nextLocalStream = options.role === "client" ? 1 : 2;
+    this.fragmentSize = options.fragmentSize ?? 64 * 1024;
+    this.codec = new MsgpackCodec(options.codec);
+    this.decoder = new FrameDecoder(this, { maxFrameSize: HANDSHAKE_MAX_FRAME_SIZE });
+    this.writer = new FrameWriter(socket, { fragmentSize: HANDSHAKE_MAX_FRAME_SIZE });
+    this.assembler = new MessageAssembler({
+      maxMessageSize: options.limits.maxMessageSize,
+      maxBufferedBytes: options.maxReassemblyBytes ?? 2 * options.limits.maxMessageSize,
+    });
+    this.keepalive = options.keepalive === false ? undefined : new Keepalive(this, options.keepalive);
+    const handshakeTimeout = options.handshakeTimeout ?? 10_000;
+    this.handshakeTimer = setTimeout(() => {
+      this.fail(new RpcError(ErrorCode.PROTOCOL_ERROR, `handshake not completed within ${handshakeTimeout} ms`));
+    }, handshakeTimeout);
+    this.handshakeTimer.unref();
+    socket.setNoDelay(true);
+    socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    socket.on("error", (error: Error) => {
+      this.close(new RpcError(ErrorCode.UNAVAILABLE, `connection error: ${error.message}`, undefined, { cause: error }));
+    });
+    socket.on("close", () => this.close(new RpcError(ErrorCode.UNAVAILABLE, "connection closed by peer")));
+  }
+
+  /** Last keepalive round-trip time in ms; undefined before the first PONG or with keepalive off. */
+  get rtt(): number | undefined {
+    return this.keepalive?.rtt;
+  }
+
+  /** Number of open streams (both directions). */
+  get streamCount(): number {
+    return this.streams.size;
+  }
+
+  /** Whether new streams may be opened. */
+  get isOpen(): boolean {
+    return this.state === ConnectionState.OPEN;
+  }
+
+  /** Completes the handshake with the peer's limits: frame size and keepalive take effect. */
+  open(peerLimits: Limits, id?: string): void {
+    if (this.state !== ConnectionState.HANDSHAKE) return;
+    clearTimeout(this.handshakeTimer);
+    this.handshakeTimer = undefined;
+    this.peerLimits = peerLimits;
+    if (id !== undefined) this.id = id;
+    this.state = ConnectionState.OPEN;
+    this.decoder.maxFrameSize = this.limits.maxFrameSize;
+    this.writer.fragmentSize = Math.min(this.fragmentSize, peerLimits.maxFrameSize);
+    this.keepalive?.start();
+  }
+
+  /** Allocates the next local stream id, or returns -1 when ids are used up. */
+  nextStreamId(): number {
+    const id = this.nextLocalStream;
+    if (id > MAX_STREAM_ID) return -1;
+    this.nextLocalStream += 2;
+    return id;
+  }
+
+  addStream(streamId: number, receiver: StreamReceiver): void {
+    this.streams.set(streamId, receiver);
+  }
+
+  /** Forgets a finished stream; late frames for it will be ignored. */
+  removeStream(streamId: number): void {
+    this.streams.delete(streamId);
+    if (this.assembler.busy) this.assembler.forget(streamId);
+    if (this.state === ConnectionState.DRAINING && this.streams.size === 0) this.end();
+  }
+
+  /**
+   * Queues one message on a stream, fragmented as needed. Throws
+   * RESOURCE_EXHAUSTED if it exceeds the peer's maxMessageSize.
+   */
+  send(type: number, streamId: number, payload: Uint8Array, owned = false): void {
+    const max = this.peerLimits?.maxMessageSize ?? HANDSHAKE_MAX_FRAME_SIZE;
+    if (payload.length > max) {
+      throw new RpcError(
+        ErrorCode.RESOURCE_EXHAUSTED,
+        `${frameTypeName(type)} message of ${payload.length} bytes exceeds the peer's maximum message size of ${max} bytes`,
+        { size: payload.length, limit: max },
+      );
+    }
+    this.writer.writeMessage(type, streamId, payload, owned);
+  }
+
+  /** Encodes `value` and sends it as one message. */
+  sendValue(type: number, streamId: number, value: unknown): void {
+    this.send(type, streamId, this.codec.encodeShared(value));
+  }
+
+  /** Sends a frame without payload (END, CANCEL). */
+  sendEmpty(type: number, streamId: number): void {
+    this.writer.writeFrame(type, 0, streamId, NO_PAYLOAD);
+  }
+
+  /** Sends an ERROR frame on a stream (and drops anything still queued for it). */
+  sendError(streamId: number, error: RpcError): void {
+    this.writer.dropStream(streamId);
+    let payload: Uint8Array;
+    try {
+      payload = this.codec.encodeShared(errorToBody(error));
+    } catch {
+      // The error's data could not be encoded; the code and message still go.
+      payload = this.codec.encodeShared([error.code, error.message]);
+    }
+    const max = this.peerLimits?.maxMessageSize ?? HANDSHAKE_MAX_FRAME_SIZE;
+    if (payload.length > max) payload = this.codec.encodeShared([error.code, error.message.slice(0, 1024)]);
+    this.writer.writeMessage(FrameType.ERROR, streamId, payload);
+  }
+
+  /** Abandons a stream: its queued output is dropped and CANCEL is sent. */
+  cancelStream(streamId: number): void {
+    this.writer.dropStream(streamId);
+    this.sendEmpty(FrameType.CANCEL, streamId);
+  }
+
+  /** Sends the handshake frame (HELLO or WELCOME) and flushes it. */
+  sendHandshake(type: number, value: unknown): void {
+    this.writer.writeFrame(type, 0, 0, this.codec.encodeShared(value));
+    this.writer.flush();
+  }
+
+  /**
+   * Starts a graceful close: sends GOAWAY naming the last peer stream that
+   * will be handled; the connection ends once its streams are done.
+   */
+  goaway(reason: RpcError): void {
+    if (this.state !== ConnectionState.OPEN && this.state !== ConnectionState.HANDSHAKE) return;
+    this.goawaySentAt = this.highestPeerStream;
+    this.writer.writeFrame(FrameType.GOAWAY, 0, 0, this.codec.encodeShared([this.highestPeerStream, reason.code, reason.message]));
+    this.state = ConnectionState.DRAINING;
+    if (this.streams.size === 0) this.end();
+    else this.writer.flush();
+  }
+
+  /**
+   * Fails the connection: sends ERROR on stream 0 (when the socket still
+   * works), ends the socket, and resets every stream with `error`.
+   */
+  fail(error: RpcError): void {
+    if (this.state === ConnectionState.CLOSED) return;
+    this.decoder.stop();
+    this.writer.writeFrame(FrameType.ERROR, 0, 0, this.codec.encodeShared(errorToBody(error)));
+    this.writer.flush();
+    this.close(error);
+  }
+
+  /** Closes now: every open stream is reset with `reason`. Idempotent. */
+  close(reason: RpcError): void {
+    if (this.state === ConnectionState.CLOSED) return;
+    this.state = ConnectionState.CLOSED;
+    this.closeReason = reason;
+    clearTimeout(this.handshakeTimer);
+    this.keepalive?.stop();
+    this.decoder.stop();
+    this.writer.close();
+    this.assembler.clear();
+    const socket = this.socket;
+    if (!socket.destroyed) {
+      socket.end();
+      // end() lets the peer read what was flushed; a peer that never closes its side is cut off.
+      setTimeout(() => socket.destroy(), CLOSE_GRACE_MS).unref();
+    }
+    const streams = [...this.streams.values()];
+    this.streams.clear();
+    for (const stream of streams) stream.onReset(reason);
+    this.owner.onClose(reason);
+  }
+
+  /** Graceful end after GOAWAY once no stream is left. */
+  private end(): void {
+    this.writer.flush();
+    this.close(new RpcError(ErrorCode.UNAVAILABLE, "connection closed after GOAWAY"));
+  }
+
+  // --- KeepaliveHost ---
+
+  sendPing(data: Buffer): void {
+    this.writer.writeFrame(FrameType.PING, 0, 0, data);
+  }
+
+  onSilent(silentMs: number): void {
+    this.close(new RpcError(ErrorCode.UNAVAILABLE, `peer silent for ${silentMs} ms, past the keepalive timeout`));
+  }
+
+  // --- FrameSink ---
+
+  private onData(chunk: Buffer): void {
+    if (this.keepalive !== undefined) this.keepalive.active = true;
+    try {
+      this.decoder.push(chunk);
+    } catch (error) {
+      this.fail(
+        error instanceof RpcError && error.code === ErrorCode.PROTOCOL_ERROR
+          ? error
+          : new RpcError(ErrorCode.INTERNAL, `failed to process frame: ${(error as Error).message}`),
+      );
+    }
+  }
+
+  onFrame(type: number, flags: number, streamId: number, payload: Buffer): void {
+    if (this.state === ConnectionState.CLOSED) return;
+    if (this.state === ConnectionState.HANDSHAKE) {
+      if (streamId !== 0 || flags !== 0) {
+        throw new RpcError(
+          ErrorCode.PROTOCOL_ERROR,
+          `expected a handshake frame on stream 0, got ${frameTypeName(type)} on stream ${streamId}`,
+        );
+      }
+      this.owner.onHandshake(type, payload);
+      return;
+    }
+    if (streamId === 0) {
+      this.onConnectionFrame(type, flags, payload);
+      return;
+    }
+    if (type === FrameType.CALL) {
+      if (!this.assembler.has(streamId)) this.checkNewPeerStream(streamId);
+    } else if (!this.streams.has(streamId)) {
+      this.onUnknownStream(type, streamId);
+      return;
+    }
+    if (flags !== 0 || this.assembler.busy) {
+      try {
+        const whole = this.assembler.add(type, flags, streamId, payload);
+        if (whole === null) return;
+        payload = whole;
+      } catch (error) {
+        if (!(error instanceof RpcError) || error.code !== ErrorCode.RESOURCE_EXHAUSTED) throw error;
+        this.onOversized(type, streamId, error);
+        return;
+      }
+    }
+    if (type === FrameType.CALL) {
+      if (this.goawaySentAt >= 0 && streamId > this.goawaySentAt) {
+        this.sendError(streamId, new RpcError(ErrorCode.UNAVAILABLE, "server is shutting down; the call was not started"));
+        return;
+      }
+      this.owner.onCall(streamId, payload);
+      return;
+    }
+    (this.streams.get(streamId) as StreamReceiver).onMessage(type, payload);
+  }
+
+  private checkNewPeerStream(streamId: number): void {
+    const peerParity = this.role === "server" ? 1 : 0;
+    if ((streamId & 1) !== peerParity) {
+      throw new RpcError(
+        ErrorCode.PROTOCOL_ERROR,
+        `CALL on stream ${streamId}: the ${this.role === "server" ? "client opens odd" : "server opens even"} stream ids`,
+      );
+    }
+    if (streamId <= this.highestPeerStream) {
+      throw new RpcError(
+        ErrorCode.PROTOCOL_ERROR,
+        `CALL on stream ${streamId}: new stream ids must increase (last was ${this.highestPeerStream})`,
+      );
+    }
+    this.highestPeerStream = streamId;
+  }
+
+  private onUnknownStream(type: number, streamId: number): void {
+    const peerOpened = (streamId & 1) === (this.role === "server" ? 1 : 0);
+    const highest = peerOpened ? this.highestPeerStream : this.nextLocalStream - 2;
+    if (streamId > highest) {
+      throw new RpcError(ErrorCode.PROTOCOL_ERROR, `${frameTypeName(type)} frame for stream ${streamId}, which was never opened`);
+    }
+    // A closed stream: the frame crossed a CANCEL or reset on the wire. A
+    // CANCEL also voids a CALL still being reassembled.
+    if (type === FrameType.CANCEL) this.assembler.forget(streamId);
+  }
+
+  private onOversized(type: number, streamId: number, error: RpcError): void {
+    if (type === FrameType.CALL) {
+      this.sendError(streamId, error);
+      return;
+    }
+    const stream = this.streams.get(streamId);
+    if (stream === undefined) return;
+    this.streams.delete(streamId);
+    this.cancelStream(streamId);
+    stream.onReset(error);
+  }
+
+  private onConnectionFrame(type: number, flags: number, payload: Buffer): void {
+    if (flags !== 0) throw new RpcError(ErrorCode.PROTOCOL_ERROR, `${frameTypeName(type)} on stream 0 may not be fragmented`);
+    switch (type) {
+      case FrameType.PING:
+        this.writer.writeFrame(FrameType.PONG, 0, 0, payload);
+        return;
+      case FrameType.PONG:
+        this.keepalive?.onPong(payload);
+        return;
+      case FrameType.GOAWAY:
+        this.onGoawayFrame(payload);
+        return;
+      case FrameType.ERROR: {
+        let reason: RpcError;
+        try {
+          reason = errorFromBody(this.codec.decode(payload));
+        } catch (error) {
+          reason = RpcError.from(error, ErrorCode.PROTOCOL_ERROR);
+        }
+        this.close(reason);
+        return;
+      }
+      default:
+        throw new RpcError(ErrorCode.PROTOCOL_ERROR, `${frameTypeName(type)} frame is not allowed on stream 0 after the handshake`);
+    }
+  }
+
+  private onGoawayFrame(payload: Buffer): void {
+    const [lastStreamId, code, message] = parseGoaway(this.codec.decode(payload));
+    const reason = errorFromBody([code, message]);
+    if (this.state === ConnectionState.OPEN) this.state = ConnectionState.DRAINING;
+    const notProcessed = new RpcError(
+      ErrorCode.UNAVAILABLE,
+      `peer is going away (${message}); the call was not processed and may be retried`,
+    );
+    for (const [streamId, stream] of this.streams) {
+      const localParity = this.role === "client" ? 1 : 0;
+      if ((streamId & 1) === localParity && streamId > lastStreamId) {
+        this.streams.delete(streamId);
+        stream.onReset(notProcessed);
+      }
+    }
+    this.owner.onGoaway(lastStreamId, reason);
+    if (this.streams.size === 0) this.end();
+  }
+}

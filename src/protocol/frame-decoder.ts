@@ -1,0 +1,212 @@
+import { FRAME_HEADER_SIZE, KNOWN_FLAGS, MAX_FRAME_TYPE, frameTypeName } from "./frame.js";
+import { ErrorCode, RpcError } from "./rpc-error.js";
+
+/** Receives each complete frame from a {@link FrameDecoder}. */
+export interface FrameSink {
+  /**
+   * `payload` may be a view into a socket chunk: copy it if you keep it past
+   * the call.
+   */
+  onFrame(type: number, flags: number, streamId: number, payload: Buffer): void;
+}
+
+/** Options of a {@link FrameDecoder}. */
+export interface FrameDecoderOptions {
+  /** Largest accepted payload, checked from the length prefix before any body is buffered. */
+  maxFrameSize: number;
+  /**
+   * How many chunks a frame may arrive in before the decoder stops keeping a
+   * list of them and copies into one buffer of the frame's size. Default 64.
+   */
+  maxBufferedParts?: number;
+}
+
+const STATE_HEADER = 0;
+const STATE_PAYLOAD = 1;
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * Incremental frame parser: an explicit two-state machine (header, payload)
+ * over a list of socket chunks. Correct under any split or coalescing of TCP
+ * chunks; each byte is copied at most twice, and a frame that lies inside one
+ * chunk is handed out as a view without copying.
+ */
+export class FrameDecoder {
+  /** Largest accepted payload; may be changed between chunks (after the handshake). */
+  maxFrameSize: number;
+  private readonly maxParts: number;
+  private readonly sink: FrameSink;
+  private state = STATE_HEADER;
+  private parts: Buffer[] = [];
+  private buffered = 0;
+  private type = 0;
+  private flags = 0;
+  private streamId = 0;
+  private length = 0;
+  /** Set once a frame spanned more than maxParts chunks: the payload is copied in as it arrives. */
+  private target: Buffer | null = null;
+  private filled = 0;
+  private stopped = false;
+
+  constructor(sink: FrameSink, options: FrameDecoderOptions) {
+    this.sink = sink;
+    this.maxFrameSize = options.maxFrameSize;
+    this.maxParts = options.maxBufferedParts ?? 64;
+  }
+
+  /** Bytes held for a frame not yet complete. */
+  get bufferedBytes(): number {
+    return this.target === null ? this.buffered : this.filled;
+  }
+
+  /** Stops delivering frames (after a fatal error); later chunks are ignored. */
+  stop(): void {
+    this.stopped = true;
+    this.parts = [];
+    this.buffered = 0;
+    this.target = null;
+  }
+
+  /**
+   * Feeds one chunk. Throws an {@link RpcError} with code PROTOCOL_ERROR on a
+   * malformed or oversized header; the decoder is unusable afterwards.
+   */
+  push(chunk: Buffer): void {
+    if (this.stopped || chunk.length === 0) return;
+    if (this.target !== null) {
+      const need = this.length - this.filled;
+      if (chunk.length < need) {
+        chunk.copy(this.target, this.filled);
+        this.filled += chunk.length;
+        return;
+      }
+      chunk.copy(this.target, this.filled, 0, need);
+      const payload = this.target;
+      this.target = null;
+      this.state = STATE_HEADER;
+      this.sink.onFrame(this.type, this.flags, this.streamId, payload);
+      if (chunk.length === need) return;
+      chunk = chunk.subarray(need);
+    }
+    if (this.buffered === 0) this.parseChunk(chunk);
+    else {
+      this.parts.push(chunk);
+      this.buffered += chunk.length;
+      this.drainParts();
+    }
+  }
+
+  /** Fast path: nothing is buffered, so frames are read straight out of `chunk`. */
+  private parseChunk(chunk: Buffer): void {
+    let offset = 0;
+    const end = chunk.length;
+    while (!this.stopped) {
+      if (this.state === STATE_HEADER) {
+        if (end - offset < FRAME_HEADER_SIZE) break;
+        this.readHeader(chunk, offset);
+        offset += FRAME_HEADER_SIZE;
+      }
+      if (end - offset < this.length) break;
+      const payload = this.length === 0 ? EMPTY : chunk.subarray(offset, offset + this.length);
+      offset += this.length;
+      this.state = STATE_HEADER;
+      this.sink.onFrame(this.type, this.flags, this.streamId, payload);
+    }
+    if (offset < end && !this.stopped) {
+      this.parts.push(offset === 0 ? chunk : chunk.subarray(offset));
+      this.buffered = end - offset;
+      this.spillIfFragmented();
+    }
+  }
+
+  private drainParts(): void {
+    while (!this.stopped) {
+      if (this.state === STATE_HEADER) {
+        if (this.buffered < FRAME_HEADER_SIZE) return;
+        this.readHeader(this.take(FRAME_HEADER_SIZE), 0);
+      }
+      if (this.buffered < this.length) {
+        this.spillIfFragmented();
+        return;
+      }
+      const payload = this.length === 0 ? EMPTY : this.take(this.length);
+      this.state = STATE_HEADER;
+      this.sink.onFrame(this.type, this.flags, this.streamId, payload);
+      if (this.buffered === 0) return;
+    }
+  }
+
+  /**
+   * A frame trickling in as many tiny chunks would make the part list (and
+   * each later concat) grow without bound; past maxParts its payload gets its
+   * own buffer, filled as bytes arrive.
+   */
+  private spillIfFragmented(): void {
+    if (this.state !== STATE_PAYLOAD || this.parts.length <= this.maxParts) return;
+    const target = Buffer.allocUnsafe(this.length);
+    let filled = 0;
+    for (const part of this.parts) {
+      part.copy(target, filled);
+      filled += part.length;
+    }
+    this.parts = [];
+    this.buffered = 0;
+    this.target = target;
+    this.filled = filled;
+  }
+
+  private readHeader(source: Buffer, offset: number): void {
+    const length = source.readUInt32BE(offset);
+    const type = source[offset + 4] as number;
+    const flags = source[offset + 5] as number;
+    const streamId = source.readUInt32BE(offset + 6);
+    if (type === 0 || type > MAX_FRAME_TYPE) {
+      throw this.fail(`unknown frame type 0x${type.toString(16).padStart(2, "0")} on stream ${streamId}`);
+    }
+    if ((flags & ~KNOWN_FLAGS) !== 0) {
+      throw this.fail(`unknown flags 0x${flags.toString(16)} on ${frameTypeName(type)} frame, stream ${streamId}`);
+    }
+    if (length > this.maxFrameSize) {
+      throw this.fail(
+        `${frameTypeName(type)} frame of ${length} bytes on stream ${streamId} exceeds the maximum frame size of ${this.maxFrameSize} bytes`,
+        { size: length, limit: this.maxFrameSize },
+      );
+    }
+    this.type = type;
+    this.flags = flags;
+    this.streamId = streamId;
+    this.length = length;
+    this.state = STATE_PAYLOAD;
+  }
+
+  private fail(message: string, data?: unknown): RpcError {
+    this.stop();
+    return new RpcError(ErrorCode.PROTOCOL_ERROR, message, data);
+  }
+
+  /** Removes `n` buffered bytes; a view when they lie in the first part, else one copy. */
+  private take(n: number): Buffer {
+    const parts = this.parts;
+    const first = parts[0] as Buffer;
+    this.buffered -= n;
+    if (first.length >= n) {
+      if (first.length === n) {
+        parts.shift();
+        return first;
+      }
+      parts[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    const out = Buffer.allocUnsafe(n);
+    let filled = 0;
+    while (filled < n) {
+      const part = parts[0] as Buffer;
+      const count = Math.min(part.length, n - filled);
+      part.copy(out, filled, 0, count);
+      filled += count;
+      if (count === part.length) parts.shift();
+      else parts[0] = part.subarray(count);
+    }
+    return out;
+  }
+}

@@ -1,0 +1,208 @@
+import { FRAME_HEADER_SIZE, FrameFlag, writeFrameHeader } from "./frame.js";
+
+/** What a {@link FrameWriter} needs of a socket. */
+export interface FrameSocket {
+  write(chunk: Uint8Array): boolean;
+  cork(): void;
+  uncork(): void;
+  readonly writableLength: number;
+  readonly destroyed: boolean;
+  on(event: "drain", listener: () => void): unknown;
+}
+
+/** Options of a {@link FrameWriter}. */
+export interface FrameWriterOptions {
+  /** Largest payload per frame; bigger messages are fragmented. Default 64 KiB. */
+  fragmentSize?: number;
+  /**
+   * Bytes the socket may hold unsent before fragments of large messages wait
+   * for `drain`, so small frames queued later are not stuck behind megabytes.
+   * Default 256 KiB.
+   */
+  highWaterMark?: number;
+}
+
+interface BulkMessage {
+  type: number;
+  data: Uint8Array;
+  offset: number;
+}
+
+const MIN_SLAB = 2048;
+const MAX_SLAB = 64 * 1024;
+
+/**
+ * Outgoing side of a connection. Small frames are copied into a slab and
+ * written once per event-loop turn (one write per frame measured 4-5x slower).
+ * Messages larger than the fragment size are queued per stream and sent one
+ * fragment per stream per round, paced by the socket's `drain`, so a 50 MB
+ * result shares the connection with small calls instead of blocking it.
+ */
+export class FrameWriter {
+  /** Largest payload per frame; set from the peer's limits after the handshake. */
+  fragmentSize: number;
+  private readonly socket: FrameSocket;
+  private readonly highWaterMark: number;
+  private slab: Buffer | null = null;
+  private slabSize = MIN_SLAB;
+  private used = 0;
+  private batchStart = 0;
+  private readonly sealed: Uint8Array[] = [];
+  private readonly bulk = new Map<number, BulkMessage[]>();
+  private scheduled = false;
+  private waitingDrain = false;
+  private closed = false;
+  private readonly flushBound = (): void => this.flush();
+
+  constructor(socket: FrameSocket, options: FrameWriterOptions = {}) {
+    this.socket = socket;
+    this.fragmentSize = options.fragmentSize ?? 64 * 1024;
+    this.highWaterMark = options.highWaterMark ?? 256 * 1024;
+    socket.on("drain", () => {
+      if (!this.waitingDrain) return;
+      this.waitingDrain = false;
+      this.flush();
+    });
+  }
+
+  /** Bytes of large messages still waiting to be fragmented out. */
+  get queuedBulkBytes(): number {
+    let total = 0;
+    for (const queue of this.bulk.values()) for (const m of queue) total += m.data.length - m.offset;
+    return total;
+  }
+
+  /** Queues one frame; `payload` is copied at once, so the caller may reuse it. */
+  writeFrame(type: number, flags: number, streamId: number, payload?: Uint8Array): void {
+    if (this.closed) return;
+    const length = payload === undefined ? 0 : payload.length;
+    const at = this.reserve(FRAME_HEADER_SIZE + length);
+    const slab = this.slab as Buffer;
+    writeFrameHeader(slab, at, length, type, flags, streamId);
+    if (length > 0) slab.set(payload as Uint8Array, at + FRAME_HEADER_SIZE);
+    this.used = at + FRAME_HEADER_SIZE + length;
+    this.schedule();
+  }
+
+  /**
+   * Queues one message, fragmenting it if it is larger than the fragment size.
+   * Messages of one stream keep their order. Pass `owned` when the caller
+   * gives up `payload`; otherwise a large payload is copied.
+   */
+  writeMessage(type: number, streamId: number, payload: Uint8Array, owned = false): void {
+    if (this.closed) return;
+    const queue = this.bulk.get(streamId);
+    if (queue === undefined && payload.length <= this.fragmentSize) {
+      this.writeFrame(type, 0, streamId, payload);
+      return;
+    }
+    const message: BulkMessage = { type, data: owned ? payload : payload.slice(), offset: 0 };
+    if (queue !== undefined) {
+      queue.push(message);
+      this.schedule();
+      return;
+    }
+    // The first fragment goes out in order with small frames: a peer sees
+    // streams open in the order their ids were taken (ids must increase).
+    const size = this.fragmentSize;
+    this.writeFrame(type, FrameFlag.FOLLOWS, streamId, message.data.subarray(0, size));
+    message.offset = size;
+    this.bulk.set(streamId, [message]);
+  }
+
+  /** Drops queued messages of one stream (it was cancelled); a partly sent one is cut off. */
+  dropStream(streamId: number): boolean {
+    const queue = this.bulk.get(streamId);
+    if (queue === undefined) return false;
+    this.bulk.delete(streamId);
+    // A message already partly on the wire is cut; the receiver discards its
+    // fragments once the stream is gone.
+    return (queue[0] as BulkMessage).offset > 0;
+  }
+
+  /** Writes what is queued now instead of at the end of the turn. */
+  flush(): void {
+    this.scheduled = false;
+    if (this.closed || this.socket.destroyed) return;
+    if (this.bulk.size > 0 && !this.waitingDrain) this.fillFragments();
+    if (this.used > this.batchStart) {
+      this.sealed.push((this.slab as Buffer).subarray(this.batchStart, this.used));
+      this.grow(this.used - this.batchStart);
+      this.batchStart = this.used;
+      if ((this.slab as Buffer).length - this.used < 256) this.dropSlab();
+    }
+    const chunks = this.sealed;
+    if (chunks.length === 1) this.socket.write(chunks[0] as Uint8Array);
+    else if (chunks.length > 1) {
+      this.socket.cork();
+      for (const chunk of chunks) this.socket.write(chunk);
+      this.socket.uncork();
+    }
+    chunks.length = 0;
+    if (this.bulk.size > 0 && !this.waitingDrain) {
+      if (this.socket.writableLength >= this.highWaterMark) this.waitingDrain = true;
+      else this.schedule();
+    }
+  }
+
+  /** Stops writing; queued frames are discarded. */
+  close(): void {
+    this.closed = true;
+    this.bulk.clear();
+    this.sealed.length = 0;
+    this.slab = null;
+  }
+
+  private fillFragments(): void {
+    let pending = this.socket.writableLength + (this.used - this.batchStart);
+    const size = this.fragmentSize;
+    while (this.bulk.size > 0 && pending < this.highWaterMark) {
+      // Each pass takes one fragment from the stream at the head of the map
+      // and moves that stream to the back: round robin across streams.
+      const [streamId, queue] = this.bulk.entries().next().value as [number, BulkMessage[]];
+      const message = queue[0] as BulkMessage;
+      const remaining = message.data.length - message.offset;
+      const length = Math.min(remaining, size);
+      const last = length === remaining;
+      const at = this.reserve(FRAME_HEADER_SIZE);
+      writeFrameHeader(this.slab as Buffer, at, length, message.type, last ? 0 : FrameFlag.FOLLOWS, streamId);
+      this.used = at + FRAME_HEADER_SIZE;
+      this.sealed.push((this.slab as Buffer).subarray(this.batchStart, this.used));
+      this.batchStart = this.used;
+      this.sealed.push(message.data.subarray(message.offset, message.offset + length));
+      message.offset += length;
+      pending += FRAME_HEADER_SIZE + length;
+      this.bulk.delete(streamId);
+      if (last) queue.shift();
+      if (queue.length > 0) this.bulk.set(streamId, queue);
+    }
+  }
+
+  /** Makes room for `n` bytes in the slab and returns where they start. */
+  private reserve(n: number): number {
+    const slab = this.slab;
+    if (slab !== null && slab.length - this.used >= n) return this.used;
+    if (slab !== null && this.used > this.batchStart) this.sealed.push(slab.subarray(this.batchStart, this.used));
+    // Idle connections keep no slab, and busy ones grow theirs up to 64 KiB.
+    this.slab = Buffer.allocUnsafe(Math.max(n, this.slabSize));
+    this.used = 0;
+    this.batchStart = 0;
+    return 0;
+  }
+
+  private grow(batchBytes: number): void {
+    if (batchBytes * 2 > this.slabSize && this.slabSize < MAX_SLAB) this.slabSize *= 2;
+  }
+
+  private dropSlab(): void {
+    this.slab = null;
+    this.used = 0;
+    this.batchStart = 0;
+  }
+
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(this.flushBound);
+  }
+}

@@ -1,0 +1,28 @@
+export { RpcError, ErrorCode, isErrorCode } from "./rpc-error.js";
+export { FRAME_HEADER_SIZE, FrameType, FrameFlag, MAX_STREAM_ID, frameTypeName, writeFrameHeader } from "./frame.js";
+export { FrameDecoder, type FrameSink, type FrameDecoderOptions } from "./frame-decoder.js";
+export { FrameWriter, type FrameSocket, type FrameWriterOptions } from "./frame-writer.js";
+export { MessageAssembler, type MessageAssemblerOptions } from "./message-assembler.js";
+export { MsgpackCodec, EXT_BIGINT, type CodecLimits } from "./msgpack-codec.js";
+export {
+  PROTOCOL_VERSION,
+  SUPPORTED_VERSIONS,
+  type Metadata,
+  type Limits,
+  type Hello,
+  type Welcome,
+  type CallHead,
+  type ErrorBody,
+  type Goaway,
+} from "./wire-messages.js";
+export {
+  Connection,
+  ConnectionState,
+  DEFAULT_LIMITS,
+  HANDSHAKE_MAX_FRAME_SIZE,
+  type ConnectionOptions,
+  type ConnectionOwner,
+  type StreamReceiver,
+} from "./connection.js";
+export { Keepalive, DEFAULT_KEEPALIVE, type KeepaliveOptions } from "./keepalive.js";
+export { parseEndpoint, formatEndpoint, type Endpoint } from "./endpoint.js";

@@ -1,0 +1,123 @@
+import { Decoder, Encoder, ExtensionCodec } from "@msgpack/msgpack";
+import { ErrorCode, RpcError } from "./rpc-error.js";
+
+/** MessagePack extension type carrying a BigInt as its signed decimal digits (ASCII). */
+export const EXT_BIGINT = 0x01;
+
+/** Limits on decoding; they bound what hostile input can make the decoder allocate. */
+export interface CodecLimits {
+  /** Longest string, in bytes. Default 16 MiB. */
+  maxStrLength?: number;
+  /** Longest binary, in bytes. Default 64 MiB. */
+  maxBinLength?: number;
+  /** Most elements in one array. Default 1,000,000. */
+  maxArrayLength?: number;
+  /** Most entries in one map. Default 100,000. */
+  maxMapLength?: number;
+  /** Longest extension payload, in bytes. Default 1 KiB. */
+  maxExtLength?: number;
+  /** Deepest nesting of arrays and maps, decoding and encoding. Default 64. */
+  maxDepth?: number;
+}
+
+function bigintCodec(): ExtensionCodec {
+  const codec = new ExtensionCodec();
+  codec.register({
+    type: EXT_BIGINT,
+    encode(value: unknown): Uint8Array | null {
+      return typeof value === "bigint" ? Buffer.from(value.toString(10), "latin1") : null;
+    },
+    decode(data: Uint8Array): bigint {
+      const text = Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString("latin1");
+      if (!/^-?[0-9]{1,1000}$/.test(text)) {
+        throw new RpcError(ErrorCode.PROTOCOL_ERROR, `malformed BigInt extension ${JSON.stringify(text.slice(0, 40))}`);
+      }
+      return BigInt(text);
+    },
+  });
+  return codec;
+}
+
+interface DecoderStackPool {
+  stackHeadPosition: number;
+  getUninitializedStateFromPool(): unknown;
+}
+
+/**
+ * @msgpack/msgpack decodes nesting with its own stack and has no depth limit;
+ * a value nested 100,000 deep would then overflow the call stack of whatever
+ * walks it next (a validator, the handler, the encoder). The limit is added
+ * where the decoder pushes a level. The pinned version's stack pool is checked
+ * for at construction and by a test, so an upgrade that changes it fails loudly.
+ */
+function limitDepth(decoder: Decoder, maxDepth: number): void {
+  const pool = (decoder as unknown as { stack?: DecoderStackPool }).stack;
+  if (pool === undefined || typeof pool.getUninitializedStateFromPool !== "function") {
+    throw new Error("rapt: unsupported @msgpack/msgpack version (no decoder stack pool to limit depth)");
+  }
+  const push = pool.getUninitializedStateFromPool.bind(pool);
+  pool.getUninitializedStateFromPool = () => {
+    if (pool.stackHeadPosition + 1 >= maxDepth) {
+      throw new RpcError(ErrorCode.PROTOCOL_ERROR, `MessagePack value nested deeper than ${maxDepth} levels`);
+    }
+    return push();
+  };
+}
+
+/**
+ * One reusable MessagePack encoder/decoder pair with rapt's extension types
+ * (Date as the standard timestamp extension -1, BigInt as {@link EXT_BIGINT})
+ * and decode limits. One instance per connection side; not reentrant-safe
+ * across awaits for {@link encodeShared}'s result.
+ */
+export class MsgpackCodec {
+  private readonly encoder: Encoder;
+  private readonly decoder: Decoder;
+
+  constructor(limits: CodecLimits = {}) {
+    const extensionCodec = bigintCodec();
+    const maxDepth = limits.maxDepth ?? 64;
+    this.encoder = new Encoder({ extensionCodec, maxDepth, ignoreUndefined: false });
+    this.decoder = new Decoder({
+      extensionCodec,
+      maxStrLength: limits.maxStrLength ?? 16 * 1024 * 1024,
+      maxBinLength: limits.maxBinLength ?? 64 * 1024 * 1024,
+      maxArrayLength: limits.maxArrayLength ?? 1_000_000,
+      maxMapLength: limits.maxMapLength ?? 100_000,
+      maxExtLength: limits.maxExtLength ?? 1024,
+    });
+    limitDepth(this.decoder, maxDepth);
+  }
+
+  /**
+   * Encodes into the encoder's own buffer and returns a view of it, valid only
+   * until the next encode: copy it before encoding again. Throws an
+   * {@link RpcError} INVALID_ARGUMENT for values MessagePack cannot carry.
+   */
+  encodeShared(value: unknown): Uint8Array {
+    try {
+      return this.encoder.encodeSharedRef(value);
+    } catch (error) {
+      throw new RpcError(ErrorCode.INVALID_ARGUMENT, `value cannot be encoded as MessagePack: ${(error as Error).message}`);
+    }
+  }
+
+  /** Encodes into a new buffer the caller owns. */
+  encode(value: unknown): Buffer {
+    const shared = this.encodeShared(value);
+    return Buffer.from(shared);
+  }
+
+  /**
+   * Decodes exactly one value filling `bytes`. Throws an {@link RpcError}
+   * PROTOCOL_ERROR naming the problem on malformed input or a broken limit.
+   */
+  decode(bytes: Uint8Array): unknown {
+    try {
+      return this.decoder.decode(bytes);
+    } catch (error) {
+      if (error instanceof RpcError) throw error;
+      throw new RpcError(ErrorCode.PROTOCOL_ERROR, `malformed MessagePack: ${(error as Error).message}`);
+    }
+  }
+}

@@ -1,0 +1,104 @@
+import typia, { type tags } from "typia";
+import { ErrorCode, RpcError, isErrorCode } from "./rpc-error.js";
+
+/** The protocol version this implementation speaks. */
+export const PROTOCOL_VERSION = 1;
+/** Every version this implementation accepts in a HELLO. */
+export const SUPPORTED_VERSIONS: readonly number[] = [PROTOCOL_VERSION];
+
+/** Call and connection metadata: ASCII-ish string keys, string or binary values. */
+export type Metadata = Record<string, string | Uint8Array>;
+
+/** What one side accepts from the other; sent in HELLO and WELCOME. */
+export interface Limits {
+  /** Largest frame payload accepted; the peer fragments to fit. */
+  maxFrameSize: number & tags.Type<"uint32"> & tags.Minimum<1024>;
+  /** Largest reassembled message accepted. */
+  maxMessageSize: number & tags.Type<"uint32"> & tags.Minimum<1024>;
+  /** Most streams the peer may have open towards this side at once. */
+  maxConcurrentStreams: number & tags.Type<"uint32"> & tags.Minimum<1>;
+}
+
+/** HELLO payload (MessagePack map), the client's first frame. */
+export interface Hello {
+  version: number & tags.Type<"uint32">;
+  limits: Limits;
+  metadata?: Metadata;
+}
+
+/** WELCOME payload (MessagePack map), the server's answer to HELLO. */
+export interface Welcome {
+  version: number & tags.Type<"uint32">;
+  connectionId: string;
+  limits: Limits;
+  /** The server's keepalive interval in ms, so the client knows how often to expect PINGs. */
+  keepaliveInterval?: number & tags.Type<"uint32">;
+}
+
+/**
+ * The head of a CALL payload, a MessagePack array:
+ * `[method, timeoutMs?, metadata?]` (nil or absent for "none").
+ */
+export type CallHead = [
+  method: string & tags.MinLength<1> & tags.MaxLength<256>,
+  timeoutMs?: (number & tags.Type<"uint32">) | null,
+  metadata?: Metadata | null,
+];
+
+/** ERROR payload: `[code, message, data?]`. */
+export type ErrorBody = [code: string, message: string, data?: unknown];
+
+/** GOAWAY payload: `[lastStreamId, code, message]`. */
+export type Goaway = [lastStreamId: number & tags.Type<"uint32">, code: string, message: string];
+
+const checkHello = typia.createValidate<Hello>();
+const checkWelcome = typia.createValidate<Welcome>();
+const checkCallHead = typia.createValidate<CallHead>();
+const checkErrorBody = typia.createValidate<ErrorBody>();
+const checkGoaway = typia.createValidate<Goaway>();
+const checkMetadata = typia.createValidate<Metadata>();
+
+function invalid(what: string, result: typia.IValidation.IFailure): RpcError {
+  const first = result.errors[0];
+  const where = first === undefined ? "" : `: ${first.path} should be ${first.expected}`;
+  return new RpcError(ErrorCode.PROTOCOL_ERROR, `malformed ${what}${where}`, {
+    errors: result.errors.slice(0, 5).map((e) => ({ path: e.path, expected: e.expected })),
+  });
+}
+
+function check<T>(what: string, result: typia.IValidation<T>): T {
+  if (!result.success) throw invalid(what, result);
+  return result.data;
+}
+
+/** Validates a decoded HELLO; PROTOCOL_ERROR naming the bad field otherwise. */
+export const parseHello = (value: unknown): Hello => check("HELLO", checkHello(value));
+/** Validates a decoded WELCOME. */
+export const parseWelcome = (value: unknown): Welcome => check("WELCOME", checkWelcome(value));
+/** Validates a decoded CALL head. */
+export const parseCallHead = (value: unknown): CallHead => check("CALL head", checkCallHead(value));
+/** Validates a decoded GOAWAY. */
+export const parseGoaway = (value: unknown): Goaway => check("GOAWAY", checkGoaway(value));
+
+/** Checks metadata a user passes before it is sent; INVALID_ARGUMENT otherwise. */
+export function assertMetadata(value: unknown): Metadata {
+  const result = checkMetadata(value);
+  if (result.success) return result.data;
+  const first = result.errors[0];
+  throw new RpcError(
+    ErrorCode.INVALID_ARGUMENT,
+    `metadata${first?.path.slice("$input".length) ?? ""} should be ${first?.expected ?? "string or Uint8Array"}`,
+  );
+}
+
+/** Turns a decoded ERROR payload into the RpcError it carries; unknown codes become UNKNOWN. */
+export function errorFromBody(value: unknown): RpcError {
+  const body = check("ERROR", checkErrorBody(value));
+  const [code, message, data] = body;
+  return new RpcError(isErrorCode(code) ? code : ErrorCode.UNKNOWN, message, data);
+}
+
+/** The ERROR payload for `error`. */
+export function errorToBody(error: RpcError): ErrorBody {
+  return error.data === undefined ? [error.code, error.message] : [error.code, error.message, error.data];
+}

@@ -1,0 +1,41 @@
+import type { Metadata } from "../protocol/wire-messages.js";
+
+/** Who is on the other end of a connection. */
+export interface PeerInfo {
+  /** IP address, or the socket path for Unix sockets. */
+  readonly address: string;
+  /** Remote port; 0 for Unix sockets. */
+  readonly port: number;
+  readonly family: "IPv4" | "IPv6" | "unix";
+}
+
+/**
+ * What a handler knows about its call. Handlers receive it as `this`:
+ * declare `function add(this: CallContext, a: number, b: number)` to use it
+ * (arrow functions cannot). `this` keeps it out of the parameter list, so
+ * `Parameters<typeof fn>` and the client's typed proxy see only the arguments.
+ */
+export interface CallContext {
+  /** Full method name, `group.name`. */
+  readonly method: string;
+  readonly peer: PeerInfo;
+  /** Server-assigned id of the connection the call came on. */
+  readonly connectionId: string;
+  /** Metadata sent with this call. */
+  readonly metadata: Metadata;
+  /** Metadata the client sent in its handshake (credentials go here). */
+  readonly connectionMetadata: Metadata;
+  /** Absolute deadline (ms since the epoch, server clock), or undefined for none. */
+  readonly deadline: number | undefined;
+  /** Aborted when the caller cancels, the deadline passes or the connection drops; its reason is an RpcError. */
+  readonly signal: AbortSignal;
+  /** The call's stream id on its connection. */
+  readonly streamId: number;
+}
+
+/** Whether a peer is on this machine: loopback addresses (IPv4, IPv6, IPv4-mapped) and Unix sockets. */
+export function isLoopbackPeer(peer: PeerInfo): boolean {
+  if (peer.family === "unix") return true;
+  const address = peer.address.toLowerCase();
+  return address.startsWith("127.") || address === "::1" || address.startsWith("::ffff:127.");
+}

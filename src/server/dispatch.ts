@@ -1,0 +1,109 @@
+import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
+import { type CallPayload, readCallPayload } from "../protocol/call-payload.js";
+import type { Metadata } from "../protocol/wire-messages.js";
+import type { PeerInfo } from "./call-context.js";
+import type { MethodEntry, Registry } from "./registry.js";
+import { type CallHost, ServerCall } from "./server-call.js";
+
+/** What dispatch needs beyond a {@link CallHost}. */
+export interface DispatchHost extends CallHost {
+  readonly registry: Registry;
+  /** Who may call private methods. */
+  readonly trustedPeer: (peer: PeerInfo) => boolean;
+}
+
+const NO_METADATA: Metadata = Object.freeze({}) as Metadata;
+
+/**
+ * Dispatches one complete CALL: parses its head, finds the method, enforces
+ * the private flag and the stream limit, and only then decodes and validates
+ * the arguments and runs the handler. Every failure is answered with an ERROR
+ * frame on the call's stream; nothing here throws.
+
+ */
+export function dispatchCall(host: DispatchHost, streamId: number, payload: Buffer): void {
+  const connection = host.connection;
+  let call: CallPayload;
+  try {
+    call = readCallPayload(connection.codec, payload);
+  } catch (error) {
+    connection.sendError(streamId, RpcError.from(error, ErrorCode.PROTOCOL_ERROR));
+    return;
+  }
+  const [method, timeoutMs, metadata] = call.head;
+  const entry = host.registry.get(method);
+  if (entry === undefined) {
+    connection.sendError(streamId, new RpcError(ErrorCode.NOT_FOUND, `method "${method}" is not registered`));
+    return;
+  }
+  if (entry.private && !host.trustedPeer(host.peer)) {
+    connection.sendError(
+      streamId,
+      new RpcError(ErrorCode.PERMISSION_DENIED, `method "${method}" is private: callable only from trusted (local) peers`),
+    );
+    return;
+  }
+  if (connection.streamCount >= connection.limits.maxConcurrentStreams) {
+    connection.sendError(
+      streamId,
+      new RpcError(
+        ErrorCode.RESOURCE_EXHAUSTED,
+        `too many concurrent calls on this connection (limit ${connection.limits.maxConcurrentStreams})`,
+      ),
+    );
+    return;
+  }
+  let args: unknown;
+  try {
+    args = connection.codec.decode(call.args);
+  } catch (error) {
+    connection.sendError(streamId, RpcError.from(error, ErrorCode.PROTOCOL_ERROR));
+    return;
+  }
+  if (!Array.isArray(args)) {
+    connection.sendError(streamId, new RpcError(ErrorCode.PROTOCOL_ERROR, `${method}: CALL arguments must be a MessagePack array`));
+    return;
+  }
+  const serverCall = new ServerCall(host, streamId, method, metadata ?? NO_METADATA, timeoutMs ?? undefined);
+  connection.addStream(streamId, serverCall);
+  if (timeoutMs === 0) {
+    serverCall.fail(new RpcError(ErrorCode.DEADLINE_EXCEEDED, `${method}: deadline already exceeded on arrival`));
+    return;
+  }
+  if (entry.validate === undefined) {
+    invoke(serverCall, entry, args);
+    return;
+  }
+  let checked: unknown[] | Promise<unknown[]>;
+  try {
+    checked = entry.validate(method, args);
+  } catch (error) {
+    serverCall.fail(error);
+    return;
+  }
+  if (checked instanceof Promise) {
+    checked.then(
+      (valid) => invoke(serverCall, entry, valid),
+      (error: unknown) => serverCall.fail(error),
+    );
+  } else invoke(serverCall, entry, checked);
+}
+
+function invoke(call: ServerCall, entry: MethodEntry, args: unknown[]): void {
+  if (call.finished) return;
+  let result: unknown;
+  try {
+    result = entry.fn.apply(call, args);
+  } catch (error) {
+    call.fail(error);
+    return;
+  }
+  if (typeof result === "object" && result !== null && typeof (result as PromiseLike<unknown>).then === "function") {
+    (result as PromiseLike<unknown>).then(
+      (value) => call.succeed(value),
+      (error: unknown) => call.fail(error),
+    );
+    return;
+  }
+  call.succeed(result);
+}

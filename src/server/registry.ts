@@ -1,0 +1,122 @@
+import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
+import { type ArgumentValidator, type CompiledValidator, compileValidator } from "./argument-validator.js";
+import type { CallContext } from "./call-context.js";
+
+/**
+ * A function that can be registered. It receives the call's arguments and
+ * the {@link CallContext} as `this`; it may be sync or async.
+ */
+export type Handler = (this: CallContext, ...args: never[]) => unknown;
+
+/** Options of one registered function. */
+export interface RegisterOptions {
+  /** Checks the argument array before the handler runs; see {@link ArgumentValidator}. */
+  validate?: ArgumentValidator;
+  /**
+   * Callable only from trusted peers (by default loopback and Unix sockets),
+   * as rap's `is_private`. Others get PERMISSION_DENIED. Default false.
+   */
+  private?: boolean;
+}
+
+/** Options when registering a whole service object under a group. */
+export interface RegisterServiceOptions {
+  /** Validators by method name (relative to the group, `sub.name` for nested objects). */
+  validate?: Record<string, ArgumentValidator>;
+  /** Every method of the group is private. Default false. */
+  private?: boolean;
+}
+
+/** One registered method. */
+export interface MethodEntry {
+  readonly name: string;
+  readonly fn: (...args: unknown[]) => unknown;
+  readonly validate: CompiledValidator | undefined;
+  readonly private: boolean;
+}
+
+const NAME = /^[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*$/;
+
+/** Method names to entries; names are checked and duplicates refused at registration. */
+export class Registry {
+  private readonly methods = new Map<string, MethodEntry>();
+
+  get(name: string): MethodEntry | undefined {
+    return this.methods.get(name);
+  }
+
+  /** Registered method names, sorted. */
+  names(): string[] {
+    return [...this.methods.keys()].sort();
+  }
+
+  addFunction(name: string, fn: Handler, options: RegisterOptions = {}): void {
+    if (!NAME.test(name) || name.length > 256) {
+      throw new RpcError(
+        ErrorCode.INVALID_ARGUMENT,
+        `invalid method name "${name}": use identifiers joined by dots, at most 256 characters`,
+      );
+    }
+    if (typeof fn !== "function") throw new RpcError(ErrorCode.INVALID_ARGUMENT, `"${name}" must be registered with a function`);
+    if (this.methods.has(name)) throw new RpcError(ErrorCode.ALREADY_EXISTS, `method "${name}" is already registered`);
+    this.methods.set(name, {
+      name,
+      fn: fn as unknown as (...args: unknown[]) => unknown,
+      validate: options.validate === undefined ? undefined : compileValidator(options.validate),
+      private: options.private === true,
+    });
+  }
+
+  /**
+   * Registers every function of the plain object `service` (nested plain
+   * objects as sub-groups) as `group.name`. All names are checked
+   * before any is added, so a duplicate leaves the registry unchanged.
+   */
+  addService(group: string, service: object, options: RegisterServiceOptions = {}): string[] {
+    const found: Array<[string, Handler]> = [];
+    collect(service, "", found, new Set());
+    if (found.length === 0) throw new RpcError(ErrorCode.INVALID_ARGUMENT, `service "${group}" has no functions to register`);
+    for (const [relative] of found) {
+      const name = `${group}.${relative}`;
+      if (this.methods.has(name)) throw new RpcError(ErrorCode.ALREADY_EXISTS, `method "${name}" is already registered`);
+    }
+    for (const key of Object.keys(options.validate ?? {})) {
+      if (!found.some(([relative]) => relative === key)) {
+        throw new RpcError(ErrorCode.INVALID_ARGUMENT, `validator given for "${group}.${key}", which the service does not have`);
+      }
+    }
+    const names: string[] = [];
+    for (const [relative, fn] of found) {
+      const name = `${group}.${relative}`;
+      const validate = options.validate?.[relative];
+      this.addFunction(name, fn, { ...(validate === undefined ? {} : { validate }), private: options.private === true });
+      names.push(name);
+    }
+    return names;
+  }
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return false;
+  const proto: unknown = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+/**
+ * Only plain objects are services: a class instance's methods would be called
+ * with `this` set to the CallContext and lose their instance, so it is refused.
+ */
+function collect(target: object, prefix: string, out: Array<[string, Handler]>, seen: Set<object>): void {
+  if (!isPlainObject(target)) {
+    throw new RpcError(
+      ErrorCode.INVALID_ARGUMENT,
+      `service${prefix === "" ? "" : ` "${prefix.slice(0, -1)}"`} must be a plain object of functions (handlers get the CallContext as \`this\`, so class instances would lose theirs)`,
+    );
+  }
+  if (seen.has(target)) return;
+  seen.add(target);
+  for (const [key, value] of Object.entries(target)) {
+    if (typeof value === "function") out.push([prefix + key, value as Handler]);
+    else if (isPlainObject(value)) collect(value, `${prefix}${key}.`, out, seen);
+  }
+}

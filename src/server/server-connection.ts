@@ -1,0 +1,104 @@
+import { randomUUID } from "node:crypto";
+import type { Socket } from "node:net";
+import { Connection, ConnectionState, type ConnectionOptions, type ConnectionOwner } from "../protocol/connection.js";
+import { FrameType, frameTypeName } from "../protocol/frame.js";
+import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
+import { type Metadata, PROTOCOL_VERSION, SUPPORTED_VERSIONS, type Welcome, parseHello } from "../protocol/wire-messages.js";
+import type { PeerInfo } from "./call-context.js";
+import { serverChannels } from "./diagnostics.js";
+import { type DispatchHost, dispatchCall } from "./dispatch.js";
+import type { Registry } from "./registry.js";
+
+/** The server-wide settings every connection shares. */
+export interface ServerConnectionConfig {
+  readonly registry: Registry;
+  readonly connectionOptions: Omit<ConnectionOptions, "role">;
+  readonly exposeErrors: boolean;
+  readonly trustedPeer: (peer: PeerInfo) => boolean;
+  /** Called once the connection has closed. */
+  readonly onClose: (connection: ServerConnection) => void;
+}
+
+const EMPTY: Metadata = Object.freeze({}) as Metadata;
+
+function peerOf(socket: Socket): PeerInfo {
+  if (socket.remoteAddress === undefined) {
+    const local = socket.address();
+    const path = typeof local === "string" ? local : "";
+    return { address: path, port: 0, family: "unix" };
+  }
+  return {
+    address: socket.remoteAddress,
+    port: socket.remotePort ?? 0,
+    family: socket.remoteFamily === "IPv6" ? "IPv6" : "IPv4",
+  };
+}
+
+/** The server's side of one accepted socket: answers HELLO, then dispatches calls. */
+export class ServerConnection implements ConnectionOwner, DispatchHost {
+  readonly connection: Connection;
+  readonly peer: PeerInfo;
+  connectionMetadata: Metadata = EMPTY;
+  private readonly config: ServerConnectionConfig;
+
+  constructor(socket: Socket, config: ServerConnectionConfig) {
+    this.config = config;
+    this.peer = peerOf(socket);
+    this.connection = new Connection(socket, this, { ...config.connectionOptions, role: "server" });
+  }
+
+  get registry(): Registry {
+    return this.config.registry;
+  }
+
+  get exposeErrors(): boolean {
+    return this.config.exposeErrors;
+  }
+
+  get trustedPeer(): (peer: PeerInfo) => boolean {
+    return this.config.trustedPeer;
+  }
+
+  /** Starts a graceful shutdown; a connection still in its handshake is refused outright. */
+  shutdown(reason: RpcError): void {
+    if (this.connection.state === ConnectionState.HANDSHAKE) this.connection.fail(reason);
+    else this.connection.goaway(reason);
+  }
+
+  onHandshake(type: number, payload: Buffer): void {
+    if (type !== FrameType.HELLO) {
+      throw new RpcError(ErrorCode.PROTOCOL_ERROR, `expected HELLO as the first frame, got ${frameTypeName(type)}`);
+    }
+    const hello = parseHello(this.connection.codec.decode(payload));
+    if (!SUPPORTED_VERSIONS.includes(hello.version)) {
+      throw new RpcError(
+        ErrorCode.PROTOCOL_ERROR,
+        `unsupported protocol version ${hello.version}; this server supports version ${SUPPORTED_VERSIONS.join(", ")}`,
+        { supported: [...SUPPORTED_VERSIONS] },
+      );
+    }
+    this.connectionMetadata = hello.metadata ?? EMPTY;
+    const id = randomUUID();
+    this.connection.open(hello.limits, id);
+    const keepalive = this.config.connectionOptions.keepalive;
+    const welcome: Welcome = { version: PROTOCOL_VERSION, connectionId: id, limits: this.connection.limits };
+    if (keepalive !== false) welcome.keepaliveInterval = keepalive.interval;
+    this.connection.sendHandshake(FrameType.WELCOME, welcome);
+    if (serverChannels.connectionOpen.hasSubscribers) serverChannels.connectionOpen.publish({ connectionId: id, peer: this.peer });
+  }
+
+  onCall(streamId: number, payload: Buffer): void {
+    dispatchCall(this, streamId, payload);
+  }
+
+  onGoaway(): void {
+    // The client is leaving; its open calls finish and the connection ends with them.
+  }
+
+  onClose(reason: RpcError): void {
+    if (serverChannels.connectionClose.hasSubscribers) {
+      serverChannels.connectionClose.publish({ connectionId: this.connection.id, peer: this.peer, reason });
+    }
+    this.config.onClose(this);
+  }
+}

@@ -1,0 +1,251 @@
+import { lstatSync, unlinkSync } from "node:fs";
+import { type Server as NetServer, type Socket, connect, createServer } from "node:net";
+import { DEFAULT_LIMITS } from "../protocol/connection.js";
+import { type Endpoint, formatEndpoint, parseEndpoint } from "../protocol/endpoint.js";
+import { DEFAULT_KEEPALIVE, type KeepaliveOptions } from "../protocol/keepalive.js";
+import type { CodecLimits } from "../protocol/msgpack-codec.js";
+import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
+import type { Limits } from "../protocol/wire-messages.js";
+import { type PeerInfo, isLoopbackPeer } from "./call-context.js";
+import { type Handler, type RegisterOptions, type RegisterServiceOptions, Registry } from "./registry.js";
+import { ServerConnection, type ServerConnectionConfig } from "./server-connection.js";
+
+/** Lifecycle hook names, as rap's start and stop events. */
+export type ServerHookName = "beforeStart" | "afterStart" | "beforeStop" | "afterStop";
+/** A lifecycle hook; the server awaits it. */
+export type ServerHook = (server: Server) => void | Promise<void>;
+
+/** Options of a {@link Server}. */
+export interface ServerOptions {
+  /** What the server accepts from each client. Defaults: 1 MiB frames, 64 MiB messages, 10,000 concurrent calls per connection. */
+  limits?: Partial<Limits>;
+  /** PINGs and silent-peer timeout; `false` turns them off. Default a PING every 10 s, drop after 30 s of silence. */
+  keepalive?: Partial<KeepaliveOptions> | false;
+  /** Milliseconds a new connection has to send its HELLO. Default 10,000. */
+  handshakeTimeout?: number;
+  /**
+   * Send the message of errors that are not RpcErrors to the caller (as
+   * INTERNAL). Default false: the caller sees "internal error". Stacks never
+   * cross the wire.
+   */
+  exposeErrors?: boolean;
+  /** Who may call private methods. Default: loopback addresses and Unix sockets. */
+  trustedPeer?: (peer: PeerInfo) => boolean;
+  /** Largest frame payload the server sends. Default 64 KiB. */
+  fragmentSize?: number;
+  /** MessagePack decode limits; see {@link CodecLimits}. */
+  codec?: CodecLimits;
+  /** Lifecycle hooks, awaited in order of registration. */
+  hooks?: Partial<Record<ServerHookName, ServerHook>>;
+}
+
+/** Options of {@link Server.close}. */
+export interface CloseOptions {
+  /** Milliseconds in-flight calls get to finish after GOAWAY before their connections are cut. Default 10,000. */
+  timeout?: number;
+}
+
+type ServerState = "idle" | "started" | "stopping" | "stopped";
+
+/**
+ * A rapt server: a registry of functions served on any number of TCP and
+ * Unix socket listeners. Calls arrive multiplexed on each connection.
+ */
+export class Server {
+  private readonly registry = new Registry();
+  private readonly listeners: Array<{ server: NetServer; address: string }> = [];
+  private readonly connections = new Set<ServerConnection>();
+  private readonly hooks: Record<ServerHookName, ServerHook[]> = {
+    beforeStart: [],
+    afterStart: [],
+    beforeStop: [],
+    afterStop: [],
+  };
+  private readonly config: ServerConnectionConfig;
+  private state: ServerState = "idle";
+  private starting: Promise<void> | undefined;
+  private closing: Promise<void> | undefined;
+  private drained: (() => void) | undefined;
+
+  constructor(options: ServerOptions = {}) {
+    const keepalive = options.keepalive === false ? false : { ...DEFAULT_KEEPALIVE, ...options.keepalive };
+    this.config = {
+      registry: this.registry,
+      connectionOptions: {
+        limits: { ...DEFAULT_LIMITS, ...options.limits },
+        keepalive,
+        ...(options.handshakeTimeout === undefined ? {} : { handshakeTimeout: options.handshakeTimeout }),
+        ...(options.fragmentSize === undefined ? {} : { fragmentSize: options.fragmentSize }),
+        ...(options.codec === undefined ? {} : { codec: options.codec }),
+      },
+      exposeErrors: options.exposeErrors === true,
+      trustedPeer: options.trustedPeer ?? isLoopbackPeer,
+      onClose: (connection) => this.forget(connection),
+    };
+    for (const [name, hook] of Object.entries(options.hooks ?? {})) this.hook(name as ServerHookName, hook);
+  }
+
+  /**
+   * Registers a function under `name`, or every function of a plain object
+   * under the group `name` (`calc.add`). Names already taken are refused with
+   * ALREADY_EXISTS.
+   */
+  register(name: string, fn: Handler, options?: RegisterOptions): this;
+  register(group: string, service: object, options?: RegisterServiceOptions): this;
+  register(name: string, target: Handler | object, options?: RegisterOptions | RegisterServiceOptions): this {
+    if (typeof target === "function") this.registry.addFunction(name, target as Handler, options as RegisterOptions);
+    else this.registry.addService(name, target, options as RegisterServiceOptions);
+    return this;
+  }
+
+  /** Registered method names, sorted. */
+  get methods(): string[] {
+    return this.registry.names();
+  }
+
+  /** Adds a lifecycle hook. */
+  hook(name: ServerHookName, fn: ServerHook): this {
+    if (!(name in this.hooks)) throw new RpcError(ErrorCode.INVALID_ARGUMENT, `unknown hook "${name}"`);
+    this.hooks[name].push(fn);
+    return this;
+  }
+
+  /** Addresses listened on, in the form clients accept (`127.0.0.1:4000`, `[::1]:4000`, `unix:/path`). */
+  get addresses(): string[] {
+    return this.listeners.map((l) => l.address);
+  }
+
+  /** Open connections (including those still in their handshake). */
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
+  /**
+   * Listens on each endpoint (`host:port`, `[::1]:0`, `unix:/path`, or an
+   * {@link Endpoint}); port 0 picks a free port. The first call runs the
+   * beforeStart and afterStart hooks around opening the listeners. Resolves
+   * with the bound addresses of these endpoints.
+   */
+  async listen(...endpoints: Array<string | Endpoint>): Promise<string[]> {
+    if (this.state === "stopping" || this.state === "stopped") {
+      throw new RpcError(ErrorCode.FAILED_PRECONDITION, "server is closed; create a new one");
+    }
+    const parsed = endpoints.map((e) => parseEndpoint(e));
+    if (this.state === "idle") {
+      this.state = "started";
+      this.starting = this.runHooks("beforeStart");
+      await this.starting;
+      const bound = await Promise.all(parsed.map((e) => this.openListener(e)));
+      await this.runHooks("afterStart");
+      return bound;
+    }
+    await this.starting;
+    return Promise.all(parsed.map((e) => this.openListener(e)));
+  }
+
+  /**
+   * Graceful stop: runs beforeStop hooks, stops accepting, sends GOAWAY on
+   * every connection, lets in-flight calls finish up to `timeout`, then cuts
+   * what remains (their handlers' signals abort) and runs afterStop hooks.
+   */
+  close(options: CloseOptions = {}): Promise<void> {
+    this.closing ??= this.shutdown(options.timeout ?? 10_000);
+    return this.closing;
+  }
+
+  private async shutdown(timeout: number): Promise<void> {
+    await this.runHooks("beforeStop");
+    this.state = "stopping";
+    const listenersClosed = this.listeners.map(({ server }) => new Promise<void>((resolve) => server.close(() => resolve())));
+    const reason = new RpcError(ErrorCode.UNAVAILABLE, "server is shutting down");
+    if (this.connections.size > 0) {
+      const drained = new Promise<void>((resolve) => {
+        this.drained = resolve;
+      });
+      for (const connection of [...this.connections]) connection.shutdown(reason);
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, timeout);
+      });
+      await Promise.race([drained, timedOut]);
+      clearTimeout(timer);
+      const cut = new RpcError(ErrorCode.UNAVAILABLE, `server closed; call did not finish within the ${timeout} ms shutdown timeout`);
+      for (const connection of [...this.connections]) connection.connection.close(cut);
+    }
+    await Promise.all(listenersClosed);
+    this.state = "stopped";
+    await this.runHooks("afterStop");
+  }
+
+  private forget(connection: ServerConnection): void {
+    this.connections.delete(connection);
+    if (this.connections.size === 0) this.drained?.();
+  }
+
+  private accept(socket: Socket): void {
+    if (this.state !== "started") {
+      socket.destroy();
+      return;
+    }
+    this.connections.add(new ServerConnection(socket, this.config));
+  }
+
+  private async openListener(endpoint: Endpoint): Promise<string> {
+    try {
+      return await this.tryListen(endpoint);
+    } catch (error) {
+      const code = ((error as RpcError).cause as NodeJS.ErrnoException | undefined)?.code;
+      if (!("path" in endpoint) || code !== "EADDRINUSE" || !(await isStaleSocket(endpoint.path))) throw error;
+      // A socket file left by a crashed server: nobody answers on it.
+      unlinkSync(endpoint.path);
+      return this.tryListen(endpoint);
+    }
+  }
+
+  private tryListen(endpoint: Endpoint): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const server = createServer({ noDelay: true }, (socket) => this.accept(socket));
+      server.once("error", (error: NodeJS.ErrnoException) => {
+        const where = formatEndpoint(endpoint);
+        reject(
+          new RpcError(ErrorCode.UNAVAILABLE, `cannot listen on ${where}: ${error.code ?? error.message}`, undefined, { cause: error }),
+        );
+      });
+      const onListening = (): void => {
+        server.removeAllListeners("error");
+        // Errors after listening (EMFILE on accept) must not crash the process.
+        server.on("error", () => {});
+        const bound = server.address();
+        const address =
+          typeof bound === "string" || bound === null
+            ? formatEndpoint(endpoint)
+            : formatEndpoint({ host: bound.address, port: bound.port });
+        this.listeners.push({ server, address });
+        resolve(address);
+      };
+      if ("path" in endpoint) server.listen(endpoint.path, onListening);
+      else server.listen({ host: endpoint.host, port: endpoint.port }, onListening);
+    });
+  }
+
+  private async runHooks(name: ServerHookName): Promise<void> {
+    for (const hook of this.hooks[name]) await hook(this);
+  }
+}
+
+/** Whether `path` is a Unix socket that no process accepts on. */
+function isStaleSocket(path: string): Promise<boolean> {
+  try {
+    if (!lstatSync(path).isSocket()) return Promise.resolve(false);
+  } catch {
+    return Promise.resolve(false);
+  }
+  return new Promise((resolve) => {
+    const probe = connect(path);
+    probe.once("connect", () => {
+      probe.destroy();
+      resolve(false);
+    });
+    probe.once("error", (error: NodeJS.ErrnoException) => resolve(error.code === "ECONNREFUSED"));
+  });
+}

@@ -1,0 +1,28 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { formatEndpoint, parseEndpoint } from "../../src/protocol/endpoint.js";
+import { RpcError } from "../../src/protocol/rpc-error.js";
+
+describe("parseEndpoint", () => {
+  it("parses IPv4, IPv6, all-interfaces and Unix forms", () => {
+    assert.deepEqual(parseEndpoint("127.0.0.1:4000"), { host: "127.0.0.1", port: 4000 });
+    assert.deepEqual(parseEndpoint("[::1]:0"), { host: "::1", port: 0 });
+    assert.deepEqual(parseEndpoint(":80"), { host: "::", port: 80 });
+    assert.deepEqual(parseEndpoint("localhost:9"), { host: "localhost", port: 9 });
+    assert.deepEqual(parseEndpoint("unix:/tmp/a.sock"), { path: "/tmp/a.sock" });
+    assert.deepEqual(parseEndpoint("/tmp/b.sock"), { path: "/tmp/b.sock" });
+  });
+
+  it("round-trips through formatEndpoint", () => {
+    for (const text of ["127.0.0.1:1", "[::1]:2", "unix:/x/y"]) assert.equal(formatEndpoint(parseEndpoint(text)), text);
+  });
+
+  it("rejects malformed input with INVALID_ARGUMENT naming it", () => {
+    for (const bad of ["nope", "1.2.3.4:70000", "host:", "[::1]"]) {
+      assert.throws(
+        () => parseEndpoint(bad),
+        (e: unknown) => e instanceof RpcError && e.code === "INVALID_ARGUMENT" && e.message.includes(bad),
+      );
+    }
+  });
+});
