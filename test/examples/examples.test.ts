@@ -1,0 +1,99 @@
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
+import { readFileSync } from "node:fs";
+import { describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+
+function example(name: string): string {
+  return fileURLToPath(new URL(`../../examples/${name}.js`, import.meta.url));
+}
+
+interface Run {
+  child: ChildProcess;
+  output: () => string;
+  exited: Promise<number | null>;
+}
+
+function run(name: string, args: string[] = []): Run {
+  const child = spawn(process.execPath, [example(name), ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  child.stdout?.on("data", (chunk: Buffer) => {
+    output += chunk.toString();
+  });
+  child.stderr?.on("data", (chunk: Buffer) => {
+    output += chunk.toString();
+  });
+  const exited = once(child, "exit").then(([code]) => code as number | null);
+  // A hung example must fail the test, not the whole run.
+  const guard = setTimeout(() => child.kill("SIGKILL"), 20_000);
+  void exited.finally(() => clearTimeout(guard));
+  return { child, output: () => output, exited };
+}
+
+async function waitFor(r: Run, pattern: RegExp): Promise<RegExpExecArray> {
+  for (let i = 0; i < 200; i++) {
+    const match = pattern.exec(r.output());
+    if (match !== null) return match;
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  throw new Error(`no ${pattern} in output:\n${r.output()}`);
+}
+
+function source(relative: string): string {
+  return readFileSync(fileURLToPath(new URL(`../../../${relative}`, import.meta.url)), "utf8");
+}
+
+describe("examples", () => {
+  it("README quickstart is exactly the quickstart example files", () => {
+    const readme = source("README.md");
+    for (const file of ["examples/quickstart-server.ts", "examples/quickstart-client.ts"]) {
+      assert.ok(readme.includes("```ts\n// " + file + "\n" + source(file) + "```"), `${file} differs from its README block`);
+    }
+  });
+
+  it("quickstart client calls quickstart server", async () => {
+    const server = run("quickstart-server", ["127.0.0.1:0"]);
+    try {
+      const [, address] = await waitFor(server, /listening on (\S+)/);
+      const client = run("quickstart-client", [address as string]);
+      assert.equal(await client.exited, 0, client.output());
+      assert.equal(client.output(), "3\n");
+      server.child.kill("SIGTERM");
+      assert.equal(await server.exited, 0, server.output());
+    } finally {
+      server.child.kill("SIGKILL");
+    }
+  });
+
+  it("demo runs a server and a client in one process and exits cleanly", async () => {
+    const demo = run("demo");
+    assert.equal(await demo.exited, 0, demo.output());
+    const out = demo.output();
+    assert.match(out, /calc\.add\(40, 2\) -> 42/);
+    assert.match(out, /1000 concurrent calls on one connection/);
+    assert.match(out, /calc\.divide\(1, 0\) -> INVALID_ARGUMENT: division by zero/);
+    assert.match(out, /cancelled after 50 ms/);
+    assert.match(out, /done: client and server closed/);
+  });
+
+  it("unary client talks to unary server, which stops on SIGTERM", async () => {
+    const server = run("unary-server", ["127.0.0.1:0"]);
+    try {
+      const [, address] = await waitFor(server, /listening on (\S+)/);
+      const client = run("unary-client", [address as string]);
+      assert.equal(await client.exited, 0, client.output());
+      const out = client.output();
+      assert.match(out, /add\(2, 3\) = 5/);
+      assert.match(out, /divide\(1, 4\) = 0\.25/);
+      assert.match(out, /whoami\(\) = 127\.0\.0\.1 on connection [0-9a-f-]{36}/);
+      assert.match(out, /bad argument: calc\.add: args\[1\] should be number/);
+      assert.match(out, /slow call: DEADLINE_EXCEEDED/);
+      server.child.kill("SIGTERM");
+      assert.equal(await server.exited, 0, server.output());
+      assert.match(server.output(), /stopped/);
+    } finally {
+      server.child.kill("SIGKILL");
+    }
+  });
+});
