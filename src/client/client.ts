@@ -9,6 +9,7 @@ import { type Limits, type Metadata, assertMetadata } from "../protocol/wire-mes
 import type { BackoffOptions } from "./backoff.js";
 import type { CallOptions } from "./call-options.js";
 import { EndpointConnection, type Waiter } from "./endpoint-connection.js";
+import { LongTimer } from "./long-timer.js";
 import { type ServiceProxy, createProxy } from "./proxy.js";
 import { UnaryCall } from "./unary-call.js";
 
@@ -100,12 +101,16 @@ export class Client {
       return Promise.reject(new RpcError(ErrorCode.INVALID_ARGUMENT, `${method}: timeout must be between 0 and ${MAX_TIMEOUT_MS} ms`));
     }
     const ready = this.link.ready;
-    if (ready !== undefined) return this.start(ready, method, args, timeout, options) as Promise<R>;
+    if (ready !== undefined) return this.start(ready, method, args, timeout, timeout, options) as Promise<R>;
     const started = performance.now();
     const waitForReady = options.waitForReady ?? this.defaults.waitForReady;
     return this.connection(method, timeout, signal, waitForReady, started).then((connection) => {
+      // The signal may have fired after the connection came up but before this
+      // continuation ran; its listener is gone then, and a call started now
+      // would not be cancelled.
+      if (signal?.aborted) throw new RpcError(ErrorCode.CANCELLED, `${method}: cancelled while waiting for a connection`);
       const left = timeout === undefined ? undefined : Math.max(0, timeout - (performance.now() - started));
-      return this.start(connection, method, args, left, options) as Promise<R>;
+      return this.start(connection, method, args, left, timeout, options) as Promise<R>;
     });
   }
 
@@ -136,6 +141,7 @@ export class Client {
     method: string,
     args: readonly unknown[],
     timeout: number | undefined,
+    totalTimeout: number | undefined,
     options: CallOptions,
   ): Promise<unknown> {
     const streamId = connection.nextStreamId();
@@ -157,7 +163,7 @@ export class Client {
     } catch (error) {
       return Promise.reject(RpcError.from(error, ErrorCode.INVALID_ARGUMENT));
     }
-    const call = new UnaryCall(connection, streamId, method, timeout, options.signal);
+    const call = new UnaryCall(connection, streamId, method, timeout, options.signal, totalTimeout);
     connection.addStream(streamId, call);
     try {
       connection.send(FrameType.CALL, streamId, payload, true);
@@ -176,9 +182,9 @@ export class Client {
     started: number,
   ): Promise<Connection> {
     return new Promise<Connection>((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
+      let timer: LongTimer | undefined;
       const cleanup = (): void => {
-        if (timer !== undefined) clearTimeout(timer);
+        timer?.clear();
         signal?.removeEventListener("abort", onAbort);
       };
       const waiter: Waiter = {
@@ -199,19 +205,16 @@ export class Client {
       const onAbort = (): void => giveUp(new RpcError(ErrorCode.CANCELLED, `${what}: cancelled while waiting for a connection`));
       signal?.addEventListener("abort", onAbort, { once: true });
       if (timeout !== undefined) {
-        timer = setTimeout(
-          () => {
-            const last = this.link.lastFailure;
-            const cause = last === undefined ? "" : ` (last error: ${last.message})`;
-            giveUp(
-              new RpcError(
-                ErrorCode.DEADLINE_EXCEEDED,
-                `${what}: no connection to ${this.endpoint} within the ${timeout} ms deadline${cause}`,
-              ),
-            );
-          },
-          Math.max(0, timeout - (performance.now() - started)),
-        );
+        timer = new LongTimer(Math.max(0, timeout - (performance.now() - started)), () => {
+          const last = this.link.lastFailure;
+          const cause = last === undefined ? "" : ` (last error: ${last.message})`;
+          giveUp(
+            new RpcError(
+              ErrorCode.DEADLINE_EXCEEDED,
+              `${what}: no connection to ${this.endpoint} within the ${timeout} ms deadline${cause}`,
+            ),
+          );
+        });
       }
       this.link.wait(waiter);
     });

@@ -76,12 +76,14 @@ export class EndpointConnection {
     else {
       if (this.state === "idle") this.attempt();
       this.waiters.add(waiter);
+      this.holdProcess();
     }
   }
 
   /** Removes a waiter that gave up (deadline, cancel). */
   cancelWait(waiter: Waiter): void {
     this.waiters.delete(waiter);
+    this.holdProcess();
   }
 
   /** Stops using the current connection for new calls (ids exhausted) and opens another. */
@@ -117,7 +119,10 @@ export class EndpointConnection {
   }
 
   private attempt(): void {
-    if (this.attempting !== undefined) return;
+    // Closed is final: a GOAWAY from the server racing close() used to start
+    // a new connection here and set the state back to "connecting", so the
+    // client reconnected forever and close() never resolved.
+    if (this.state === "closed" || this.attempting !== undefined) return;
     this.state = "connecting";
     const endpoint = this.endpoint;
     const socket = "path" in endpoint ? netConnect(endpoint.path) : netConnect({ host: endpoint.host, port: endpoint.port });
@@ -174,7 +179,7 @@ export class EndpointConnection {
   private onGoaway(connection: Connection): void {
     if (connection !== this.current) return;
     this.current = undefined;
-    this.attempt();
+    if (this.state !== "closed") this.attempt();
   }
 
   private onClose(connection: Connection, reason: RpcError): void {
@@ -194,7 +199,18 @@ export class EndpointConnection {
     this.retryTimer = setTimeout(() => {
       if (this.state === "backoff") this.attempt();
     }, delay);
-    this.retryTimer.unref();
+    this.holdProcess();
+  }
+
+  /**
+   * The retry timer keeps the process alive only while a call waits for the
+   * connection: an idle client in backoff must not, but a pending
+   * waitForReady call must (it would otherwise end the process with the call
+   * unsettled, as nothing else is running then).
+   */
+  private holdProcess(): void {
+    if (this.waiters.size > 0) this.retryTimer?.ref();
+    else this.retryTimer?.unref();
   }
 
   private unavailable(): RpcError {

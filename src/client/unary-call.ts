@@ -2,6 +2,7 @@ import { FrameType, frameTypeName } from "../protocol/frame.js";
 import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
 import type { Connection, StreamReceiver } from "../protocol/connection.js";
 import { errorFromBody } from "../protocol/wire-messages.js";
+import { LongTimer } from "./long-timer.js";
 
 /**
  * The client's end of one unary call: settles its promise exactly once, from
@@ -16,12 +17,24 @@ export class UnaryCall implements StreamReceiver {
   private readonly streamId: number;
   private readonly method: string;
   private readonly signal: AbortSignal | undefined;
-  private timer: NodeJS.Timeout | undefined;
+  private timer: LongTimer | undefined;
   private done = false;
   /** Only calls with a signal pay for this closure. */
   private onAbort: (() => void) | undefined;
 
-  constructor(connection: Connection, streamId: number, method: string, timeoutMs: number | undefined, signal: AbortSignal | undefined) {
+  /**
+   * `timeoutMs` is what is left of the call's timeout once it has a
+   * connection; errors name `totalTimeoutMs`, the timeout the caller gave
+   * (not a fraction of a millisecond left after the wait).
+   */
+  constructor(
+    connection: Connection,
+    streamId: number,
+    method: string,
+    timeoutMs: number | undefined,
+    signal: AbortSignal | undefined,
+    totalTimeoutMs: number | undefined = timeoutMs,
+  ) {
     this.connection = connection;
     this.streamId = streamId;
     this.method = method;
@@ -31,9 +44,9 @@ export class UnaryCall implements StreamReceiver {
       this.reject = reject;
     });
     if (timeoutMs !== undefined) {
-      this.timer = setTimeout(() => {
-        this.giveUp(new RpcError(ErrorCode.DEADLINE_EXCEEDED, `${method}: deadline of ${timeoutMs} ms exceeded`));
-      }, timeoutMs);
+      this.timer = new LongTimer(timeoutMs, () => {
+        this.expire(new RpcError(ErrorCode.DEADLINE_EXCEEDED, `${method}: deadline of ${totalTimeoutMs} ms exceeded`));
+      });
     }
     if (signal !== undefined) {
       this.onAbort = () => {
@@ -76,9 +89,24 @@ export class UnaryCall implements StreamReceiver {
     this.reject(error);
   }
 
+  /**
+   * The deadline passed. The server was sent the timeout with the CALL and
+   * expires the call itself at about the same moment, so its handler's signal
+   * aborts with DEADLINE_EXCEEDED; a CANCEL would race that timer and (as it
+   * left first) make the handler see CANCELLED instead. Only a CALL cut off
+   * mid-message needs CANCEL: the server never saw it whole, so it has no
+   * deadline running and holds its fragments.
+   */
+  private expire(error: RpcError): void {
+    if (this.done) return;
+    this.settle();
+    if (this.connection.dropStream(this.streamId)) this.connection.sendEmpty(FrameType.CANCEL, this.streamId);
+    this.reject(error);
+  }
+
   private settle(): void {
     this.done = true;
-    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer?.clear();
     if (this.onAbort !== undefined) this.signal?.removeEventListener("abort", this.onAbort);
     this.connection.removeStream(this.streamId);
   }

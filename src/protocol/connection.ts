@@ -110,6 +110,8 @@ export class Connection implements FrameSink, KeepaliveHost {
   private readonly fragmentSize: number;
   private nextLocalStream: number;
   private handshakeTimer: NodeJS.Timeout | undefined;
+  /** A graceful end is under way (see {@link end}). */
+  private ending = false;
 
   constructor(socket: Socket, owner: ConnectionOwner, options: ConnectionOptions) {
     this.socket = socket;
@@ -128,7 +130,11 @@ export class Connection implements FrameSink, KeepaliveHost {
     this.keepalive = options.keepalive === false ? undefined : new Keepalive(this, options.keepalive);
     const handshakeTimeout = options.handshakeTimeout ?? 10_000;
     this.handshakeTimer = setTimeout(() => {
-      this.fail(new RpcError(ErrorCode.PROTOCOL_ERROR, `handshake not completed within ${handshakeTimeout} ms`));
+      // A client that sent nothing broke the protocol; a server that does not
+      // answer is down or overloaded, which is worth retrying (UNAVAILABLE),
+      // not a permanent refusal like a PROTOCOL_ERROR in the server's ERROR.
+      const code = this.role === "server" ? ErrorCode.PROTOCOL_ERROR : ErrorCode.UNAVAILABLE;
+      this.fail(new RpcError(code, `handshake not completed within ${handshakeTimeout} ms`));
     }, handshakeTimeout);
     this.handshakeTimer.unref();
     socket.setNoDelay(true);
@@ -183,7 +189,7 @@ export class Connection implements FrameSink, KeepaliveHost {
   removeStream(streamId: number): void {
     this.streams.delete(streamId);
     if (this.assembler.busy) this.assembler.forget(streamId);
-    if (this.state === ConnectionState.DRAINING && this.streams.size === 0) this.end();
+    this.endIfDrained();
   }
 
   /**
@@ -227,6 +233,15 @@ export class Connection implements FrameSink, KeepaliveHost {
     this.writer.writeMessage(FrameType.ERROR, streamId, payload);
   }
 
+  /**
+   * Drops a stream's queued output without telling the peer. Returns true
+   * when a message was cut off partway, which leaves the peer holding
+   * fragments of it: the caller must then send CANCEL.
+   */
+  dropStream(streamId: number): boolean {
+    return this.writer.dropStream(streamId);
+  }
+
   /** Abandons a stream: its queued output is dropped and CANCEL is sent. */
   cancelStream(streamId: number): void {
     this.writer.dropStream(streamId);
@@ -244,12 +259,19 @@ export class Connection implements FrameSink, KeepaliveHost {
    * will be handled; the connection ends once its streams are done.
    */
   goaway(reason: RpcError): void {
-    if (this.state !== ConnectionState.OPEN && this.state !== ConnectionState.HANDSHAKE) return;
+    // Before the handshake there are no streams to drain, and a GOAWAY frame
+    // is not a valid handshake frame (a client's could even precede its
+    // HELLO): just close.
+    if (this.state === ConnectionState.HANDSHAKE) {
+      this.close(reason);
+      return;
+    }
+    if (this.state !== ConnectionState.OPEN) return;
     this.goawaySentAt = this.highestPeerStream;
     this.writer.writeFrame(FrameType.GOAWAY, 0, 0, this.codec.encodeShared([this.highestPeerStream, reason.code, reason.message]));
     this.state = ConnectionState.DRAINING;
-    if (this.streams.size === 0) this.end();
-    else this.writer.flush();
+    this.writer.flush();
+    this.endIfDrained();
   }
 
   /**
@@ -286,10 +308,42 @@ export class Connection implements FrameSink, KeepaliveHost {
     this.owner.onClose(reason);
   }
 
-  /** Graceful end after GOAWAY once no stream is left. */
+  /**
+   * After GOAWAY, ends the connection once nothing is left to do: no open
+   * stream, and no peer CALL still being reassembled. A CALL that began
+   * before our GOAWAY has an id within its lastStreamId, which promised the
+   * peer an answer; it becomes a stream (or is answered) once complete.
+   * Checked whenever a stream closes and after every chunk read.
+   */
+  private endIfDrained(): void {
+    if (this.state === ConnectionState.DRAINING && this.streams.size === 0 && !this.assembler.busy) this.end();
+  }
+
+  /**
+   * Graceful end after GOAWAY once no stream is left. The close waits for
+   * what is still queued: the stream that just finished has usually not sent
+   * its last message yet (a server call removes its stream, then sends the
+   * RESULT), and large messages go out fragment by fragment, paced by the
+   * socket's drain. Closing at once dropped both: the last in-flight call of
+   * a draining server never got its result, and a large result cut off.
+   */
   private end(): void {
-    this.writer.flush();
-    this.close(new RpcError(ErrorCode.UNAVAILABLE, "connection closed after GOAWAY"));
+    if (this.ending) return;
+    this.ending = true;
+    const finish = (): void => {
+      if (this.state === ConnectionState.CLOSED) return;
+      this.writer.flush();
+      if (this.writer.queuedBulkBytes === 0 || this.socket.destroyed) {
+        this.close(new RpcError(ErrorCode.UNAVAILABLE, "connection closed after GOAWAY"));
+      } else if (this.socket.writableNeedDrain) {
+        // The writer sends more on this drain (its listener runs first).
+        this.socket.once("drain", finish);
+      } else {
+        // The writer has queued its next round of fragments for this turn.
+        setImmediate(finish);
+      }
+    };
+    setImmediate(finish);
   }
 
   // --- KeepaliveHost ---
@@ -308,6 +362,8 @@ export class Connection implements FrameSink, KeepaliveHost {
     if (this.keepalive !== undefined) this.keepalive.active = true;
     try {
       this.decoder.push(chunk);
+      // A frame may have completed (or voided) the last CALL being reassembled.
+      if (this.state === ConnectionState.DRAINING) this.endIfDrained();
     } catch (error) {
       this.fail(
         error instanceof RpcError && error.code === ErrorCode.PROTOCOL_ERROR
@@ -337,6 +393,21 @@ export class Connection implements FrameSink, KeepaliveHost {
       if (!this.assembler.has(streamId)) this.checkNewPeerStream(streamId);
     } else if (!this.streams.has(streamId)) {
       this.onUnknownStream(type, streamId);
+      return;
+    }
+    if (flags === 0 && payload.length > this.limits.maxMessageSize && !this.assembler.has(streamId)) {
+      // maxFrameSize and maxMessageSize are separate limits, and a frame may
+      // be larger than a message: the assembler checks fragmented messages,
+      // a message in one frame is checked here.
+      this.onOversized(
+        type,
+        streamId,
+        new RpcError(
+          ErrorCode.RESOURCE_EXHAUSTED,
+          `${frameTypeName(type)} message on stream ${streamId} exceeds the maximum message size of ${this.limits.maxMessageSize} bytes`,
+          { streamId, limit: this.limits.maxMessageSize },
+        ),
+      );
       return;
     }
     if (flags !== 0 || this.assembler.busy) {
@@ -440,10 +511,13 @@ export class Connection implements FrameSink, KeepaliveHost {
       const localParity = this.role === "client" ? 1 : 0;
       if ((streamId & 1) === localParity && streamId > lastStreamId) {
         this.streams.delete(streamId);
+        // The peer will not process it: stop sending the rest of a large
+        // message, and void the part it has (its first fragment went out).
+        if (this.writer.dropStream(streamId)) this.sendEmpty(FrameType.CANCEL, streamId);
         stream.onReset(notProcessed);
       }
     }
     this.owner.onGoaway(lastStreamId, reason);
-    if (this.streams.size === 0) this.end();
+    this.endIfDrained();
   }
 }

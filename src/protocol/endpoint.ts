@@ -15,7 +15,7 @@ export function parseEndpoint(input: string | Endpoint): Endpoint {
     }
     throw new RpcError(ErrorCode.INVALID_ARGUMENT, `invalid endpoint ${JSON.stringify(input)}: expected { host, port } or { path }`);
   }
-  if (input.startsWith("unix:")) return { path: input.slice(5) };
+  if (input.startsWith("unix:") && input.length > 5) return { path: input.slice(5) };
   if (input.startsWith("/") || input.startsWith(".")) return { path: input };
   const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(input);
   const port = match === null ? Number.NaN : Number(match[3]);

@@ -51,6 +51,8 @@ export class FrameWriter {
   private readonly bulk = new Map<number, BulkMessage[]>();
   private scheduled = false;
   private waitingDrain = false;
+  /** A write returned false and the socket has not emitted `drain` since: one is coming. */
+  private drainPending = false;
   private closed = false;
   private readonly flushBound = (): void => this.flush();
 
@@ -59,6 +61,7 @@ export class FrameWriter {
     this.fragmentSize = options.fragmentSize ?? 64 * 1024;
     this.highWaterMark = options.highWaterMark ?? 256 * 1024;
     socket.on("drain", () => {
+      this.drainPending = false;
       if (!this.waitingDrain) return;
       this.waitingDrain = false;
       this.flush();
@@ -132,17 +135,24 @@ export class FrameWriter {
       if ((this.slab as Buffer).length - this.used < 256) this.dropSlab();
     }
     const chunks = this.sealed;
-    if (chunks.length === 1) this.socket.write(chunks[0] as Uint8Array);
+    if (chunks.length === 1) this.send(chunks[0] as Uint8Array);
     else if (chunks.length > 1) {
       this.socket.cork();
-      for (const chunk of chunks) this.socket.write(chunk);
+      for (const chunk of chunks) this.send(chunk);
       this.socket.uncork();
     }
     chunks.length = 0;
     if (this.bulk.size > 0 && !this.waitingDrain) {
-      if (this.socket.writableLength >= this.highWaterMark) this.waitingDrain = true;
+      // Only wait for a `drain` the socket has promised: one whose own
+      // high-water mark is above ours never emits it, and the rest of the
+      // message would stall for good.
+      if (this.drainPending && this.socket.writableLength >= this.highWaterMark) this.waitingDrain = true;
       else this.schedule();
     }
+  }
+
+  private send(chunk: Uint8Array): void {
+    if (!this.socket.write(chunk)) this.drainPending = true;
   }
 
   /** Stops writing; queued frames are discarded. */
@@ -156,7 +166,11 @@ export class FrameWriter {
   private fillFragments(): void {
     let pending = this.socket.writableLength + (this.used - this.batchStart);
     const size = this.fragmentSize;
-    while (this.bulk.size > 0 && pending < this.highWaterMark) {
+    // With no `drain` to come, one fragment per turn still goes out until the
+    // socket reports backpressure (then `drain` paces the rest).
+    let force = !this.drainPending;
+    while (this.bulk.size > 0 && (pending < this.highWaterMark || force)) {
+      force = false;
       // Each pass takes one fragment from the stream at the head of the map
       // and moves that stream to the back: round robin across streams.
       const [streamId, queue] = this.bulk.entries().next().value as [number, BulkMessage[]];

@@ -21,8 +21,11 @@ export interface MessageAssemblerOptions {
  */
 export class MessageAssembler {
   private readonly partial = new Map<number, Partial>();
-  /** Streams whose current message broke the size limit; their fragments are dropped until its last one. */
-  private readonly discarding = new Set<number>();
+  /**
+   * Streams whose current message broke the size limit, with that message's
+   * type; its fragments are dropped until its last one.
+   */
+  private readonly discarding = new Map<number, number>();
   private total = 0;
   private readonly options: MessageAssemblerOptions;
 
@@ -49,30 +52,29 @@ export class MessageAssembler {
    */
   add(type: number, flags: number, streamId: number, payload: Buffer): Buffer | null {
     const follows = (flags & FrameFlag.FOLLOWS) !== 0;
+    const current = this.partial.get(streamId)?.type ?? this.discarding.get(streamId);
+    if (current !== undefined && current !== type) {
+      if (type !== FrameType.ERROR && type !== FrameType.CANCEL) {
+        throw new RpcError(
+          ErrorCode.PROTOCOL_ERROR,
+          `${frameTypeName(type)} frame on stream ${streamId} interrupts a fragmented ${frameTypeName(current)} message`,
+        );
+      }
+      // A sender that gives up on a stream mid-message cuts it off with ERROR
+      // or CANCEL; the partial (or already dropped) message is void.
+      this.forget(streamId);
+    }
     if (this.discarding.has(streamId)) {
       if (!follows) this.discarding.delete(streamId);
       return null;
     }
-    let entry = this.partial.get(streamId);
-    if (entry === undefined) {
-      if (!follows) return payload;
-      entry = { type, parts: [], size: 0 };
-      this.partial.set(streamId, entry);
-    } else if (entry.type !== type && (type === FrameType.ERROR || type === FrameType.CANCEL)) {
-      // A sender that gives up on a stream mid-message cuts it off with ERROR
-      // or CANCEL; the partial message is void.
-      this.forget(streamId);
-      return this.add(type, flags, streamId, payload);
-    } else if (entry.type !== type) {
-      throw new RpcError(
-        ErrorCode.PROTOCOL_ERROR,
-        `${frameTypeName(type)} frame on stream ${streamId} interrupts a fragmented ${frameTypeName(entry.type)} message`,
-      );
-    }
-    const size = entry.size + payload.length;
+    const entry = this.partial.get(streamId);
+    const size = (entry?.size ?? 0) + payload.length;
+    // A whole message in one frame passes through as it is, within the size limit too.
+    if (entry === undefined && !follows && size <= this.options.maxMessageSize) return payload;
     if (size > this.options.maxMessageSize) {
       this.forget(streamId);
-      if (follows) this.discarding.add(streamId);
+      if (follows) this.discarding.set(streamId, type);
       throw new RpcError(
         ErrorCode.RESOURCE_EXHAUSTED,
         `${frameTypeName(type)} message on stream ${streamId} exceeds the maximum message size of ${this.options.maxMessageSize} bytes`,
@@ -85,17 +87,25 @@ export class MessageAssembler {
         `incomplete messages exceed the connection's reassembly limit of ${this.options.maxBufferedBytes} bytes`,
       );
     }
+    if (!follows) {
+      const whole = Buffer.concat([...(entry as Partial).parts, payload], size);
+      this.forget(streamId);
+      return whole;
+    }
     // Own the bytes: a view would keep a whole socket chunk alive.
-    entry.parts.push(Buffer.from(payload));
-    entry.size = size;
+    const part = Buffer.from(payload);
     this.total += payload.length;
-    if (follows) return null;
-    this.forget(streamId);
-    return entry.parts.length === 1 ? (entry.parts[0] as Buffer) : Buffer.concat(entry.parts, size);
+    if (entry === undefined) this.partial.set(streamId, { type, parts: [part], size });
+    else {
+      entry.parts.push(part);
+      entry.size = size;
+    }
+    return null;
   }
 
-  /** Drops any incomplete message of a stream (it was closed). */
+  /** Drops any incomplete (or being discarded) message of a stream (it was closed). */
   forget(streamId: number): void {
+    this.discarding.delete(streamId);
     const entry = this.partial.get(streamId);
     if (entry === undefined) return;
     this.total -= entry.size;

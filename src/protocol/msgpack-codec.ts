@@ -1,4 +1,4 @@
-import { Decoder, Encoder, ExtensionCodec } from "@msgpack/msgpack";
+import { Decoder, EXT_TIMESTAMP, Encoder, ExtensionCodec, decodeTimestampExtension, encodeTimestampExtension } from "@msgpack/msgpack";
 import { ErrorCode, RpcError } from "./rpc-error.js";
 
 /** MessagePack extension type carrying a BigInt as its signed decimal digits (ASCII). */
@@ -20,16 +20,52 @@ export interface CodecLimits {
   maxDepth?: number;
 }
 
-function bigintCodec(): ExtensionCodec {
-  const codec = new ExtensionCodec();
+/** Most decimal digits (sign not counted) a BigInt extension may carry. */
+const MAX_BIGINT_DIGITS = 1000;
+const BIGINT_TEXT = /^-?[0-9]{1,1000}$/;
+
+/**
+ * rapt's extension types only: an extension type it does not know is a
+ * protocol error instead of an opaque `ExtData` object handed to the handler.
+ */
+class RaptExtensionCodec extends ExtensionCodec {
+  override decode(data: Uint8Array, type: number, context: undefined): unknown {
+    if (type !== EXT_BIGINT && type !== EXT_TIMESTAMP) {
+      throw new RpcError(ErrorCode.PROTOCOL_ERROR, `unknown MessagePack extension type ${type}`);
+    }
+    return super.decode(data, type, context);
+  }
+}
+
+function makeCodec(): ExtensionCodec {
+  const codec = new RaptExtensionCodec();
+  codec.register({
+    type: EXT_TIMESTAMP,
+    encode(value: unknown): Uint8Array | null {
+      if (!(value instanceof Date)) return null;
+      // An Invalid Date would otherwise be written as the epoch.
+      if (Number.isNaN(value.getTime())) throw new RangeError("Invalid Date");
+      return encodeTimestampExtension(value);
+    },
+    decode(data: Uint8Array): Date {
+      const date = decodeTimestampExtension(data);
+      if (Number.isNaN(date.getTime())) throw new RpcError(ErrorCode.PROTOCOL_ERROR, "timestamp outside the range of a Date");
+      return date;
+    },
+  });
   codec.register({
     type: EXT_BIGINT,
     encode(value: unknown): Uint8Array | null {
-      return typeof value === "bigint" ? Buffer.from(value.toString(10), "latin1") : null;
+      if (typeof value !== "bigint") return null;
+      const text = value.toString(10);
+      const digits = value < 0n ? text.length - 1 : text.length;
+      // The peer rejects more; fail here, where the value comes from.
+      if (digits > MAX_BIGINT_DIGITS) throw new RangeError(`BigInt of ${digits} digits exceeds the ${MAX_BIGINT_DIGITS}-digit limit`);
+      return Buffer.from(text, "latin1");
     },
     decode(data: Uint8Array): bigint {
       const text = Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString("latin1");
-      if (!/^-?[0-9]{1,1000}$/.test(text)) {
+      if (!BIGINT_TEXT.test(text)) {
         throw new RpcError(ErrorCode.PROTOCOL_ERROR, `malformed BigInt extension ${JSON.stringify(text.slice(0, 40))}`);
       }
       return BigInt(text);
@@ -75,9 +111,11 @@ export class MsgpackCodec {
   private readonly decoder: Decoder;
 
   constructor(limits: CodecLimits = {}) {
-    const extensionCodec = bigintCodec();
+    const extensionCodec = makeCodec();
     const maxDepth = limits.maxDepth ?? 64;
-    this.encoder = new Encoder({ extensionCodec, maxDepth, ignoreUndefined: false });
+    // The encoder counts the leaf inside the deepest array or map as a level,
+    // the decoder only the containers: +1 makes both accept the same values.
+    this.encoder = new Encoder({ extensionCodec, maxDepth: maxDepth + 1, ignoreUndefined: false });
     this.decoder = new Decoder({
       extensionCodec,
       maxStrLength: limits.maxStrLength ?? 16 * 1024 * 1024,

@@ -51,6 +51,11 @@ export class Registry {
   }
 
   addFunction(name: string, fn: Handler, options: RegisterOptions = {}): void {
+    this.methods.set(name, this.entry(name, fn, options));
+  }
+
+  /** Checks one registration and builds its entry; throws without changing the registry. */
+  private entry(name: string, fn: Handler, options: RegisterOptions): MethodEntry {
     if (!NAME.test(name) || name.length > 256) {
       throw new RpcError(
         ErrorCode.INVALID_ARGUMENT,
@@ -59,12 +64,12 @@ export class Registry {
     }
     if (typeof fn !== "function") throw new RpcError(ErrorCode.INVALID_ARGUMENT, `"${name}" must be registered with a function`);
     if (this.methods.has(name)) throw new RpcError(ErrorCode.ALREADY_EXISTS, `method "${name}" is already registered`);
-    this.methods.set(name, {
+    return {
       name,
       fn: fn as unknown as (...args: unknown[]) => unknown,
       validate: options.validate === undefined ? undefined : compileValidator(options.validate),
       private: options.private === true,
-    });
+    };
   }
 
   /**
@@ -76,20 +81,26 @@ export class Registry {
     const found: Array<[string, Handler]> = [];
     collect(service, "", found, new Set());
     if (found.length === 0) throw new RpcError(ErrorCode.INVALID_ARGUMENT, `service "${group}" has no functions to register`);
-    for (const [relative] of found) {
-      const name = `${group}.${relative}`;
-      if (this.methods.has(name)) throw new RpcError(ErrorCode.ALREADY_EXISTS, `method "${name}" is already registered`);
-    }
     for (const key of Object.keys(options.validate ?? {})) {
       if (!found.some(([relative]) => relative === key)) {
         throw new RpcError(ErrorCode.INVALID_ARGUMENT, `validator given for "${group}.${key}", which the service does not have`);
       }
     }
-    const names: string[] = [];
+    // Every entry is built (name, duplicate and validator checked) before any
+    // is added: one bad key or validator used to leave the methods before it
+    // registered. A key containing a dot can also collide with a nested
+    // object's method ({ "a.b": f, a: { b: g } }), so names are checked
+    // against each other too.
+    const entries = new Map<string, MethodEntry>();
     for (const [relative, fn] of found) {
       const name = `${group}.${relative}`;
+      if (entries.has(name)) throw new RpcError(ErrorCode.ALREADY_EXISTS, `method "${name}" appears twice in the service`);
       const validate = options.validate?.[relative];
-      this.addFunction(name, fn, { ...(validate === undefined ? {} : { validate }), private: options.private === true });
+      entries.set(name, this.entry(name, fn, { ...(validate === undefined ? {} : { validate }), private: options.private === true }));
+    }
+    const names: string[] = [];
+    for (const [name, entry] of entries) {
+      this.methods.set(name, entry);
       names.push(name);
     }
     return names;
@@ -106,17 +117,21 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
  * Only plain objects are services: a class instance's methods would be called
  * with `this` set to the CallContext and lose their instance, so it is refused.
  */
-function collect(target: object, prefix: string, out: Array<[string, Handler]>, seen: Set<object>): void {
+function collect(target: object, prefix: string, out: Array<[string, Handler]>, ancestors: Set<object>): void {
   if (!isPlainObject(target)) {
     throw new RpcError(
       ErrorCode.INVALID_ARGUMENT,
       `service${prefix === "" ? "" : ` "${prefix.slice(0, -1)}"`} must be a plain object of functions (handlers get the CallContext as \`this\`, so class instances would lose theirs)`,
     );
   }
-  if (seen.has(target)) return;
-  seen.add(target);
+  // `ancestors` holds the objects on the current path only: it stops a cycle,
+  // while a sub-object used twice ({ v1: api, v2: api }) is registered under
+  // both names instead of silently only under the first.
+  if (ancestors.has(target)) return;
+  ancestors.add(target);
   for (const [key, value] of Object.entries(target)) {
     if (typeof value === "function") out.push([prefix + key, value as Handler]);
-    else if (isPlainObject(value)) collect(value, `${prefix}${key}.`, out, seen);
+    else if (isPlainObject(value)) collect(value, `${prefix}${key}.`, out, ancestors);
   }
+  ancestors.delete(target);
 }

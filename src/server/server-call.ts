@@ -5,6 +5,9 @@ import type { Metadata } from "../protocol/wire-messages.js";
 import type { CallContext, PeerInfo } from "./call-context.js";
 import { serverChannels } from "./diagnostics.js";
 
+/** setTimeout's largest delay. */
+const MAX_TIMER_MS = 0x7fff_ffff;
+
 /** What a {@link ServerCall} needs from the connection it arrived on. */
 export interface CallHost {
   readonly connection: Connection;
@@ -38,8 +41,7 @@ export class ServerCall implements CallContext, StreamReceiver {
     if (timeoutMs === undefined) this.deadline = undefined;
     else {
       this.deadline = Date.now() + timeoutMs;
-      this.timer = setTimeout(() => this.expire(timeoutMs), timeoutMs);
-      this.timer.unref();
+      this.arm(timeoutMs, timeoutMs);
     }
   }
 
@@ -112,6 +114,17 @@ export class ServerCall implements CallContext, StreamReceiver {
     this.abort(error);
     this.done = true;
     clearTimeout(this.timer);
+  }
+
+  /**
+   * Timeouts go up to the CALL head's uint32 (49.7 days), past setTimeout's
+   * 24.8-day range, where it would fire after 1 ms: long ones are waited out
+   * in steps.
+   */
+  private arm(left: number, timeoutMs: number): void {
+    const step = Math.min(left, MAX_TIMER_MS);
+    this.timer = setTimeout(() => (left > step ? this.arm(left - step, timeoutMs) : this.expire(timeoutMs)), step);
+    this.timer.unref();
   }
 
   private expire(timeoutMs: number): void {

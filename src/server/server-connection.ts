@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { Socket } from "node:net";
 import { Connection, ConnectionState, type ConnectionOptions, type ConnectionOwner } from "../protocol/connection.js";
+import type { Endpoint } from "../protocol/endpoint.js";
 import { FrameType, frameTypeName } from "../protocol/frame.js";
 import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
 import { type Metadata, PROTOCOL_VERSION, SUPPORTED_VERSIONS, type Welcome, parseHello } from "../protocol/wire-messages.js";
@@ -21,12 +22,17 @@ export interface ServerConnectionConfig {
 
 const EMPTY: Metadata = Object.freeze({}) as Metadata;
 
-function peerOf(socket: Socket): PeerInfo {
-  if (socket.remoteAddress === undefined) {
-    const local = socket.address();
-    const path = typeof local === "string" ? local : "";
-    return { address: path, port: 0, family: "unix" };
-  }
+/**
+ * Who is on the other end of an accepted socket, or undefined when a TCP
+ * socket has no remote address (it was reset before it got here). Whether
+ * it is a Unix socket is decided by the listener it came from, not by the
+ * missing remote address: otherwise such a TCP socket would pass for a
+ * (trusted) Unix peer. A Unix peer's address is the listener's path;
+ * accepted Unix sockets report no address of their own.
+ */
+export function peerOf(socket: Socket, listening: Endpoint): PeerInfo | undefined {
+  if ("path" in listening) return { address: listening.path, port: 0, family: "unix" };
+  if (socket.remoteAddress === undefined) return undefined;
   return {
     address: socket.remoteAddress,
     port: socket.remotePort ?? 0,
@@ -41,9 +47,9 @@ export class ServerConnection implements ConnectionOwner, DispatchHost {
   connectionMetadata: Metadata = EMPTY;
   private readonly config: ServerConnectionConfig;
 
-  constructor(socket: Socket, config: ServerConnectionConfig) {
+  constructor(socket: Socket, config: ServerConnectionConfig, peer: PeerInfo) {
     this.config = config;
-    this.peer = peerOf(socket);
+    this.peer = peer;
     this.connection = new Connection(socket, this, { ...config.connectionOptions, role: "server" });
   }
 

@@ -8,7 +8,7 @@ import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
 import type { Limits } from "../protocol/wire-messages.js";
 import { type PeerInfo, isLoopbackPeer } from "./call-context.js";
 import { type Handler, type RegisterOptions, type RegisterServiceOptions, Registry } from "./registry.js";
-import { ServerConnection, type ServerConnectionConfig } from "./server-connection.js";
+import { ServerConnection, type ServerConnectionConfig, peerOf } from "./server-connection.js";
 
 /** Lifecycle hook names, as rap's start and stop events. */
 export type ServerHookName = "beforeStart" | "afterStart" | "beforeStop" | "afterStop";
@@ -47,13 +47,18 @@ export interface CloseOptions {
 
 type ServerState = "idle" | "started" | "stopping" | "stopped";
 
+interface Listener {
+  server: NetServer;
+  address: string;
+}
+
 /**
  * A rapt server: a registry of functions served on any number of TCP and
  * Unix socket listeners. Calls arrive multiplexed on each connection.
  */
 export class Server {
   private readonly registry = new Registry();
-  private readonly listeners: Array<{ server: NetServer; address: string }> = [];
+  private readonly listeners: Listener[] = [];
   private readonly connections = new Set<ServerConnection>();
   private readonly hooks: Record<ServerHookName, ServerHook[]> = {
     beforeStart: [],
@@ -135,12 +140,12 @@ export class Server {
       this.state = "started";
       this.starting = this.runHooks("beforeStart");
       await this.starting;
-      const bound = await Promise.all(parsed.map((e) => this.openListener(e)));
+      const bound = await this.openListeners(parsed);
       await this.runHooks("afterStart");
       return bound;
     }
     await this.starting;
-    return Promise.all(parsed.map((e) => this.openListener(e)));
+    return this.openListeners(parsed);
   }
 
   /**
@@ -182,29 +187,62 @@ export class Server {
     if (this.connections.size === 0) this.drained?.();
   }
 
-  private accept(socket: Socket): void {
-    if (this.state !== "started") {
+  private accept(socket: Socket, listening: Endpoint): void {
+    const peer = peerOf(socket, listening);
+    if (this.state !== "started" || peer === undefined) {
       socket.destroy();
       return;
     }
-    this.connections.add(new ServerConnection(socket, this.config));
+    this.connections.add(new ServerConnection(socket, this.config, peer));
   }
 
-  private async openListener(endpoint: Endpoint): Promise<string> {
+  /**
+   * Opens one listener per endpoint. They are recorded in the order given
+   * (not the order they happen to bind in), so `addresses` lists them as
+   * `listen` returned them; when some fail, those that opened are still
+   * recorded (and closed with the server) and the first failure is thrown.
+   */
+  private async openListeners(endpoints: Endpoint[]): Promise<string[]> {
+    const results = await Promise.allSettled(endpoints.map((e) => this.openListener(e)));
+    const bound: string[] = [];
+    for (const result of results) {
+      if (result.status === "rejected") continue;
+      if (this.state !== "started") {
+        // close() began while this listener was binding: it did not see it.
+        result.value.server.close();
+        continue;
+      }
+      this.listeners.push(result.value);
+      bound.push(result.value.address);
+    }
+    for (const result of results) if (result.status === "rejected") throw result.reason;
+    if (this.state !== "started") throw new RpcError(ErrorCode.FAILED_PRECONDITION, "server closed while it was starting to listen");
+    return bound;
+  }
+
+  private async openListener(endpoint: Endpoint): Promise<Listener> {
     try {
       return await this.tryListen(endpoint);
     } catch (error) {
       const code = ((error as RpcError).cause as NodeJS.ErrnoException | undefined)?.code;
-      if (!("path" in endpoint) || code !== "EADDRINUSE" || !(await isStaleSocket(endpoint.path))) throw error;
+      if (!("path" in endpoint) || code !== "EADDRINUSE") throw error;
+      if (!(await isStaleSocket(endpoint.path))) {
+        throw new RpcError(
+          ErrorCode.UNAVAILABLE,
+          `cannot listen on ${formatEndpoint(endpoint)}: EADDRINUSE (another server is accepting connections on this socket)`,
+          undefined,
+          { cause: (error as RpcError).cause },
+        );
+      }
       // A socket file left by a crashed server: nobody answers on it.
       unlinkSync(endpoint.path);
       return this.tryListen(endpoint);
     }
   }
 
-  private tryListen(endpoint: Endpoint): Promise<string> {
+  private tryListen(endpoint: Endpoint): Promise<Listener> {
     return new Promise((resolve, reject) => {
-      const server = createServer({ noDelay: true }, (socket) => this.accept(socket));
+      const server = createServer({ noDelay: true }, (socket) => this.accept(socket, endpoint));
       server.once("error", (error: NodeJS.ErrnoException) => {
         const where = formatEndpoint(endpoint);
         reject(
@@ -220,8 +258,7 @@ export class Server {
           typeof bound === "string" || bound === null
             ? formatEndpoint(endpoint)
             : formatEndpoint({ host: bound.address, port: bound.port });
-        this.listeners.push({ server, address });
-        resolve(address);
+        resolve({ server, address });
       };
       if ("path" in endpoint) server.listen(endpoint.path, onListening);
       else server.listen({ host: endpoint.host, port: endpoint.port }, onListening);

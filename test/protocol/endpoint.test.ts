@@ -18,10 +18,29 @@ describe("parseEndpoint", () => {
   });
 
   it("rejects malformed input with INVALID_ARGUMENT naming it", () => {
-    for (const bad of ["nope", "1.2.3.4:70000", "host:", "[::1]"]) {
+    for (const bad of ["nope", "1.2.3.4:70000", "host:", "[::1]", "unix:", "a:b:1", "[zz]:1", "", ":"]) {
       assert.throws(
         () => parseEndpoint(bad),
         (e: unknown) => e instanceof RpcError && e.code === "INVALID_ARGUMENT" && e.message.includes(bad),
+      );
+    }
+  });
+
+  it("accepts object forms and rejects invalid ones", () => {
+    assert.deepEqual(parseEndpoint({ host: "::1", port: 1 }), { host: "::1", port: 1 });
+    assert.deepEqual(parseEndpoint({ port: 65535 } as { host: string; port: number }), { host: "127.0.0.1", port: 65535 });
+    assert.deepEqual(parseEndpoint({ path: "/tmp/c.sock" }), { path: "/tmp/c.sock" });
+    for (const bad of [
+      { path: "" },
+      { host: "h", port: 65536 },
+      { host: "h", port: -1 },
+      { host: "h", port: 1.5 },
+      { host: "h", port: Number.NaN },
+    ]) {
+      assert.throws(
+        () => parseEndpoint(bad as { host: string; port: number }),
+        (e: unknown) => e instanceof RpcError && e.code === "INVALID_ARGUMENT",
+        JSON.stringify(bad),
       );
     }
   });

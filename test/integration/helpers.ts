@@ -1,0 +1,226 @@
+/**
+ * Shared helpers of the loopback tests: raw-socket peers that speak (or break)
+ * the frame protocol, bounded waits, and assertions on RpcErrors. No tests
+ * here; the runner may load this file as one and find nothing to run.
+ */
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { type Socket, connect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { decode, encode } from "@msgpack/msgpack";
+import { FRAME_HEADER_SIZE, FrameType, writeFrameHeader } from "../../src/protocol/frame.js";
+import { RpcError } from "../../src/protocol/rpc-error.js";
+import { PROTOCOL_VERSION } from "../../src/protocol/wire-messages.js";
+
+/** A fresh Unix socket path under the OS temp directory. */
+export function socketPath(tag: string): string {
+  return join(tmpdir(), `rapt-${tag}-${process.pid}-${randomUUID().slice(0, 8)}.sock`);
+}
+
+/** Resolves after `ms` milliseconds. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Settles like `promise`, or rejects if it takes longer than `ms` (a "did not hang" check). */
+export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not settled within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Polls `condition` every 5 ms until it holds; fails after `ms`. */
+export async function waitFor(condition: () => boolean, ms: number, what: string): Promise<void> {
+  const end = performance.now() + ms;
+  for (let i = 0; i < 10_000; i++) {
+    if (condition()) return;
+    if (performance.now() > end) break;
+    await sleep(5);
+  }
+  assert.fail(`${what}: condition not met within ${ms} ms`);
+}
+
+/** Asserts that `promise` rejects with an RpcError of `code` whose message matches `message` (if given); returns it. */
+export async function rejectsWith(promise: Promise<unknown>, code: string, message?: RegExp | string): Promise<RpcError> {
+  let caught: unknown;
+  try {
+    await promise;
+  } catch (error) {
+    caught = error;
+  }
+  assert.ok(caught !== undefined, `expected a rejection with ${code}, but the promise resolved`);
+  assert.ok(caught instanceof RpcError, `expected an RpcError, got ${String(caught)}`);
+  assert.equal(caught.code, code, `wrong code; message: ${caught.message}`);
+  if (typeof message === "string") assert.ok(caught.message.includes(message), `"${caught.message}" should contain "${message}"`);
+  else if (message !== undefined) assert.match(caught.message, message);
+  return caught;
+}
+
+/** A promise with its resolve function, for observing a handler from the test. */
+export function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T) => void } {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
+}
+
+/** One frame with its header fields. */
+export interface RawFrame {
+  type: number;
+  flags: number;
+  streamId: number;
+  payload: Buffer;
+}
+
+/** Builds one frame: header plus payload. */
+export function frame(type: number, flags: number, streamId: number, payload: Uint8Array = new Uint8Array(0)): Buffer {
+  const out = Buffer.alloc(FRAME_HEADER_SIZE + payload.length);
+  writeFrameHeader(out, 0, payload.length, type, flags, streamId);
+  out.set(payload, FRAME_HEADER_SIZE);
+  return out;
+}
+
+/** Limits a raw peer announces. */
+export const RAW_LIMITS = { maxFrameSize: 1024 * 1024, maxMessageSize: 16 * 1024 * 1024, maxConcurrentStreams: 100 };
+
+/** A HELLO frame. */
+export function helloFrame(version = PROTOCOL_VERSION, metadata?: Record<string, string>): Buffer {
+  const hello: Record<string, unknown> = { version, limits: RAW_LIMITS };
+  if (metadata !== undefined) hello.metadata = metadata;
+  return frame(FrameType.HELLO, 0, 0, encode(hello));
+}
+
+/** A CALL payload from an already-built head and args (either may be deliberately malformed). */
+export function callPayload(head: unknown, args: unknown): Buffer {
+  const headBytes = encode(head);
+  const argsBytes = encode(args);
+  const out = Buffer.alloc(4 + headBytes.length + argsBytes.length);
+  out.writeUInt32BE(headBytes.length, 0);
+  out.set(headBytes, 4);
+  out.set(argsBytes, 4 + headBytes.length);
+  return out;
+}
+
+/** A complete CALL frame for `method(...args)`. */
+export function callFrame(streamId: number, method: string, args: unknown[]): Buffer {
+  return frame(FrameType.CALL, 0, streamId, callPayload([method], args));
+}
+
+/**
+ * A hand-driven peer over a real socket: writes whatever bytes a test gives
+ * it and parses what comes back into frames.
+ */
+export class RawPeer {
+  readonly socket: Socket;
+  readonly frames: RawFrame[] = [];
+  /** Resolves once the socket has closed. */
+  readonly closed: Promise<void>;
+  /** Whether the socket has closed. */
+  isClosed = false;
+  private buffer = Buffer.alloc(0);
+  private wake: (() => void) | undefined;
+
+  private constructor(socket: Socket) {
+    this.socket = socket;
+    socket.setNoDelay(true);
+    socket.on("data", (chunk: Buffer) => {
+      this.buffer = Buffer.concat([this.buffer, chunk]);
+      while (this.buffer.length >= FRAME_HEADER_SIZE) {
+        const length = this.buffer.readUInt32BE(0);
+        if (this.buffer.length < FRAME_HEADER_SIZE + length) break;
+        this.frames.push({
+          type: this.buffer[4] as number,
+          flags: this.buffer[5] as number,
+          streamId: this.buffer.readUInt32BE(6),
+          payload: Buffer.from(this.buffer.subarray(FRAME_HEADER_SIZE, FRAME_HEADER_SIZE + length)),
+        });
+        this.buffer = this.buffer.subarray(FRAME_HEADER_SIZE + length);
+      }
+      this.wake?.();
+    });
+    socket.on("error", () => {});
+    this.closed = new Promise((resolve) => {
+      socket.on("close", () => {
+        this.isClosed = true;
+        this.wake?.();
+        resolve();
+      });
+    });
+  }
+
+  /** Connects to `127.0.0.1:port` or a Unix path. */
+  static connect(target: number | string): Promise<RawPeer> {
+    return new Promise((resolve, reject) => {
+      const socket = typeof target === "number" ? connect({ host: "127.0.0.1", port: target }) : connect(target);
+      socket.once("connect", () => resolve(new RawPeer(socket)));
+      socket.once("error", reject);
+    });
+  }
+
+  /** Connects and completes the handshake; resolves once WELCOME is in. */
+  static async open(target: number | string): Promise<RawPeer> {
+    const peer = await RawPeer.connect(target);
+    peer.write(helloFrame());
+    const welcome = await peer.next();
+    assert.equal(welcome.type, FrameType.WELCOME);
+    return peer;
+  }
+
+  write(bytes: Uint8Array): void {
+    this.socket.write(bytes);
+  }
+
+  /** The next frame (of `type`, if given, skipping PINGs); fails after `ms` or if the socket closes first. */
+  async next(type?: number, ms = 2000): Promise<RawFrame> {
+    const end = performance.now() + ms;
+    for (let i = 0; i < 10_000; i++) {
+      while (this.frames.length > 0) {
+        const f = this.frames.shift() as RawFrame;
+        if (f.type === FrameType.PING && type !== FrameType.PING) continue;
+        if (type === undefined || f.type === type) return f;
+      }
+      if (this.isClosed) assert.fail(`socket closed while waiting for a frame${type === undefined ? "" : ` of type ${type}`}`);
+      const left = end - performance.now();
+      if (left <= 0) break;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.wake = undefined;
+    }
+    return assert.fail(`no frame${type === undefined ? "" : ` of type ${type}`} within ${ms} ms`);
+  }
+
+  /** Waits for the next ERROR frame and decodes it as `[code, message, data?]`. */
+  async nextError(ms = 2000): Promise<{ streamId: number; code: string; message: string; data: unknown }> {
+    const f = await this.next(FrameType.ERROR, ms);
+    const [code, message, data] = decode(f.payload) as [string, string, unknown];
+    return { streamId: f.streamId, code, message, data };
+  }
+
+  /** Waits for the next RESULT frame and decodes it. */
+  async nextResult(ms = 2000): Promise<{ streamId: number; value: unknown }> {
+    const f = await this.next(FrameType.RESULT, ms);
+    return { streamId: f.streamId, value: decode(f.payload) };
+  }
+
+  /** Asserts that the server closes the socket within `ms`. */
+  async expectClosed(ms = 2000): Promise<void> {
+    await within(this.closed, ms, "server closing the raw connection");
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+}

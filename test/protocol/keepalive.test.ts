@@ -1,0 +1,151 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { Keepalive, type KeepaliveHost } from "../../src/protocol/keepalive.js";
+
+const INTERVAL = 20;
+/** Guards every wait: a keepalive that never fires fails the test instead of hanging it. */
+const WAIT_LIMIT_MS = 5000;
+
+/** A fake host recording what the keepalive does, with a way to wait for it. */
+class FakeHost implements KeepaliveHost {
+  readonly pings: Buffer[] = [];
+  readonly silent: number[] = [];
+  /** Runs on each PING (for example to simulate the peer's traffic). */
+  onPing: ((data: Buffer) => void) | undefined;
+  private wake: (() => void) | undefined;
+
+  sendPing(data: Buffer): void {
+    this.pings.push(data);
+    this.onPing?.(data);
+    this.wake?.();
+  }
+
+  onSilent(silentMs: number): void {
+    this.silent.push(silentMs);
+    this.wake?.();
+  }
+
+  async until(done: () => boolean, what: string): Promise<void> {
+    const deadline = Date.now() + WAIT_LIMIT_MS;
+    while (!done()) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise<void>((resolve) => {
+        this.wake = resolve;
+        setTimeout(resolve, 50);
+      });
+    }
+  }
+}
+
+describe("Keepalive", () => {
+  it("sends 8-byte PINGs every interval, and a PONG echoing one sets rtt", async () => {
+    const host = new FakeHost();
+    const keepalive = new Keepalive(host, { interval: INTERVAL, timeout: 10_000 });
+    host.onPing = () => {
+      keepalive.active = true;
+    };
+    assert.equal(keepalive.rtt, undefined);
+    keepalive.start();
+    try {
+      await host.until(() => host.pings.length >= 3, "three PINGs");
+      for (const ping of host.pings) assert.equal(ping.length, 8);
+      keepalive.onPong(host.pings[0] as Buffer);
+      const rtt = keepalive.rtt;
+      assert.ok(rtt !== undefined && Number.isFinite(rtt) && rtt >= 0, `rtt ${rtt}`);
+      assert.deepEqual(host.silent, []);
+    } finally {
+      keepalive.stop();
+    }
+  });
+
+  it("ignores PONGs that are not its own 8-byte PINGs", () => {
+    const host = new FakeHost();
+    const keepalive = new Keepalive(host, { interval: INTERVAL, timeout: 100 });
+    keepalive.onPong(Buffer.alloc(0));
+    keepalive.onPong(Buffer.alloc(7));
+    keepalive.onPong(Buffer.alloc(9));
+    assert.equal(keepalive.rtt, undefined);
+    // A send time in the future, or not a number, gives no negative or NaN rtt.
+    const future = Buffer.alloc(8);
+    future.writeDoubleBE(performance.now() + 1e9, 0);
+    keepalive.onPong(future);
+    const nan = Buffer.alloc(8);
+    nan.writeDoubleBE(Number.NaN, 0);
+    keepalive.onPong(nan);
+    assert.equal(keepalive.rtt, undefined);
+    // ping() on demand sends one PING whose echo measures rtt.
+    keepalive.ping();
+    assert.equal(host.pings.length, 1);
+    keepalive.onPong(host.pings[0] as Buffer);
+    assert.ok((keepalive.rtt ?? -1) >= 0);
+  });
+
+  it("declares a host silent after the timeout and stops", async () => {
+    const host = new FakeHost();
+    const keepalive = new Keepalive(host, { interval: INTERVAL, timeout: 3 * INTERVAL });
+    keepalive.start();
+    try {
+      await host.until(() => host.silent.length > 0, "onSilent");
+      // Tick 1 consumes the initial activity; ticks 2 and 3 count 20 and 40 ms; tick 4 reaches 60.
+      assert.deepEqual(host.silent, [3 * INTERVAL]);
+      assert.equal(host.pings.length, 3, "a PING on each tick before the last");
+      // Stopped: no PINGs and no second onSilent afterwards.
+      await sleep(4 * INTERVAL);
+      assert.equal(host.pings.length, 3);
+      assert.deepEqual(host.silent, [3 * INTERVAL]);
+    } finally {
+      keepalive.stop();
+    }
+  });
+
+  it("never declares a host silent while something arrives every interval", async () => {
+    const host = new FakeHost();
+    const keepalive = new Keepalive(host, { interval: INTERVAL, timeout: 2 * INTERVAL });
+    host.onPing = () => {
+      keepalive.active = true;
+    };
+    keepalive.start();
+    try {
+      await host.until(() => host.pings.length >= 8, "eight PINGs");
+      assert.deepEqual(host.silent, []);
+    } finally {
+      keepalive.stop();
+    }
+  });
+
+  it("resets the silence count when something arrives", async () => {
+    const host = new FakeHost();
+    const keepalive = new Keepalive(host, { interval: INTERVAL, timeout: 3 * INTERVAL });
+    // Activity every other tick: silence never gets past one interval.
+    host.onPing = () => {
+      if (host.pings.length % 2 === 0) keepalive.active = true;
+    };
+    keepalive.start();
+    try {
+      await host.until(() => host.pings.length >= 8, "eight PINGs");
+      assert.deepEqual(host.silent, []);
+    } finally {
+      keepalive.stop();
+    }
+  });
+
+  it("stop() stops every timer, also after start() twice", async () => {
+    const host = new FakeHost();
+    const keepalive = new Keepalive(host, { interval: INTERVAL, timeout: INTERVAL });
+    keepalive.start();
+    keepalive.start();
+    keepalive.stop();
+    await sleep(5 * INTERVAL);
+    assert.deepEqual(host.pings, []);
+    assert.deepEqual(host.silent, []);
+    // It can be started again, and stopped again.
+    keepalive.start();
+    await host.until(() => host.pings.length >= 1, "a PING after restart");
+    keepalive.stop();
+    const count = host.pings.length;
+    await sleep(5 * INTERVAL);
+    assert.equal(host.pings.length, count);
+    assert.deepEqual(host.silent, []);
+  });
+});
