@@ -11,7 +11,7 @@ import type { CallOptions } from "./call-options.js";
 import { EndpointConnection, type Waiter } from "./endpoint-connection.js";
 import { LongTimer } from "./long-timer.js";
 import { type ServiceProxy, createProxy } from "./proxy.js";
-import { UnaryCall } from "./unary-call.js";
+import { UnaryCall, type UnprocessedRetry } from "./unary-call.js";
 
 /** Options of a {@link Client}. */
 export interface ClientOptions {
@@ -46,6 +46,14 @@ export class Client {
   private readonly link: EndpointConnection;
   private readonly defaults: { timeout: number | undefined; waitForReady: boolean };
   private closed = false;
+  /** One retry of a call the server refused unprocessed (GOAWAY); the retry itself gets none. */
+  private readonly retrier: UnprocessedRetry = {
+    retry: (method, args, options, timeout, totalTimeout) => {
+      if (this.closed) return Promise.reject(new RpcError(ErrorCode.UNAVAILABLE, `${method}: client is closed`));
+      if (options.signal?.aborted) return Promise.reject(new RpcError(ErrorCode.CANCELLED, `${method}: cancelled by the caller`));
+      return this.dispatch(method, args, options, timeout, totalTimeout, undefined);
+    },
+  };
 
   constructor(endpoint: string | Endpoint, options: ClientOptions = {}) {
     const parsed = parseEndpoint(endpoint);
@@ -100,9 +108,22 @@ export class Client {
     if (timeout !== undefined && !(timeout >= 0 && timeout <= MAX_TIMEOUT_MS)) {
       return Promise.reject(new RpcError(ErrorCode.INVALID_ARGUMENT, `${method}: timeout must be between 0 and ${MAX_TIMEOUT_MS} ms`));
     }
+    return this.dispatch(method, args, options, timeout, timeout, this.retrier) as Promise<R>;
+  }
+
+  /** Starts a call on the current connection, or once there is one. */
+  private dispatch(
+    method: string,
+    args: readonly unknown[],
+    options: CallOptions,
+    timeout: number | undefined,
+    totalTimeout: number | undefined,
+    retrier: UnprocessedRetry | undefined,
+  ): Promise<unknown> {
     const ready = this.link.ready;
-    if (ready !== undefined) return this.start(ready, method, args, timeout, timeout, options) as Promise<R>;
+    if (ready !== undefined) return this.start(ready, method, args, timeout, totalTimeout, options, retrier);
     const started = performance.now();
+    const signal = options.signal;
     const waitForReady = options.waitForReady ?? this.defaults.waitForReady;
     return this.connection(method, timeout, signal, waitForReady, started).then((connection) => {
       // The signal may have fired after the connection came up but before this
@@ -110,7 +131,7 @@ export class Client {
       // would not be cancelled.
       if (signal?.aborted) throw new RpcError(ErrorCode.CANCELLED, `${method}: cancelled while waiting for a connection`);
       const left = timeout === undefined ? undefined : Math.max(0, timeout - (performance.now() - started));
-      return this.start(connection, method, args, left, timeout, options) as Promise<R>;
+      return this.start(connection, method, args, left, totalTimeout, options, retrier);
     });
   }
 
@@ -143,11 +164,12 @@ export class Client {
     timeout: number | undefined,
     totalTimeout: number | undefined,
     options: CallOptions,
+    retrier: UnprocessedRetry | undefined,
   ): Promise<unknown> {
     const streamId = connection.nextStreamId();
     if (streamId < 0) {
       this.link.retire(connection);
-      return this.call(method, args, options);
+      return this.dispatch(method, args, options, timeout, totalTimeout, retrier);
     }
     const limit = connection.peerLimits?.maxConcurrentStreams ?? Number.POSITIVE_INFINITY;
     if (connection.streamCount >= limit) {
@@ -163,7 +185,7 @@ export class Client {
     } catch (error) {
       return Promise.reject(RpcError.from(error, ErrorCode.INVALID_ARGUMENT));
     }
-    const call = new UnaryCall(connection, streamId, method, timeout, options.signal, totalTimeout);
+    const call = new UnaryCall(connection, streamId, method, timeout, totalTimeout, args, options, retrier);
     connection.addStream(streamId, call);
     try {
       connection.send(FrameType.CALL, streamId, payload, true);

@@ -7,11 +7,17 @@ import type { CallOptions } from "./call-options.js";
  */
 export type ServiceProxy<T> = {
   readonly [K in keyof T]: T[K] extends (...args: infer A) => infer R
-    ? (...args: A) => Promise<Awaited<R>>
+    ? (...args: A) => Promise<WireValue<Awaited<R>>>
     : T[K] extends object
       ? ServiceProxy<T[K]>
       : never;
 };
+
+/**
+ * What a result type becomes after MessagePack: `undefined` (and `void`, a
+ * handler returning nothing) arrives as `null`.
+ */
+export type WireValue<T> = [T] extends [void] ? null : T extends undefined ? null : T;
 
 /** What a proxy calls through. */
 export interface ProxyTarget {

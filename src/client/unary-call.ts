@@ -2,7 +2,19 @@ import { FrameType, frameTypeName } from "../protocol/frame.js";
 import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
 import type { Connection, StreamReceiver } from "../protocol/connection.js";
 import { errorFromBody } from "../protocol/wire-messages.js";
+import type { CallOptions } from "./call-options.js";
 import { LongTimer } from "./long-timer.js";
+
+/** Re-issues a call the server never processed (refused by its GOAWAY); provided by the client. */
+export interface UnprocessedRetry {
+  retry(
+    method: string,
+    args: readonly unknown[],
+    options: CallOptions,
+    timeoutMs: number | undefined,
+    totalTimeoutMs: number | undefined,
+  ): Promise<unknown>;
+}
 
 /**
  * The client's end of one unary call: settles its promise exactly once, from
@@ -21,6 +33,12 @@ export class UnaryCall implements StreamReceiver {
   private done = false;
   /** Only calls with a signal pay for this closure. */
   private onAbort: (() => void) | undefined;
+  /** Set while a transparent retry is still allowed. */
+  private readonly retrier: UnprocessedRetry | undefined;
+  private readonly args: readonly unknown[];
+  private readonly options: CallOptions;
+  private readonly totalTimeoutMs: number | undefined;
+  private readonly deadlineAt: number | undefined;
 
   /**
    * `timeoutMs` is what is left of the call's timeout once it has a
@@ -32,13 +50,21 @@ export class UnaryCall implements StreamReceiver {
     streamId: number,
     method: string,
     timeoutMs: number | undefined,
-    signal: AbortSignal | undefined,
-    totalTimeoutMs: number | undefined = timeoutMs,
+    totalTimeoutMs: number | undefined,
+    args: readonly unknown[],
+    options: CallOptions,
+    retrier: UnprocessedRetry | undefined,
   ) {
+    const signal = options.signal;
     this.connection = connection;
     this.streamId = streamId;
     this.method = method;
     this.signal = signal;
+    this.args = args;
+    this.options = options;
+    this.retrier = retrier;
+    this.totalTimeoutMs = totalTimeoutMs;
+    this.deadlineAt = timeoutMs === undefined || retrier === undefined ? undefined : performance.now() + timeoutMs;
     this.promise = new Promise((resolve, reject) => {
       this.resolve = resolve;
       this.reject = reject;
@@ -76,9 +102,16 @@ export class UnaryCall implements StreamReceiver {
     }
   }
 
-  onReset(error: RpcError): void {
+  onReset(error: RpcError, notProcessed?: boolean): void {
     if (this.done) return;
     this.settle();
+    if (notProcessed === true && this.retrier !== undefined) {
+      // The server's GOAWAY says it never started this call: send it again,
+      // once, on another connection, within what is left of the deadline.
+      const left = this.deadlineAt === undefined ? undefined : Math.max(0, this.deadlineAt - performance.now());
+      this.retrier.retry(this.method, this.args, this.options, left, this.totalTimeoutMs).then(this.resolve, this.reject);
+      return;
+    }
     this.reject(error);
   }
 

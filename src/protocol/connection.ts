@@ -36,8 +36,12 @@ export type ConnectionState = (typeof ConnectionState)[keyof typeof ConnectionSt
 export interface StreamReceiver {
   /** A complete (reassembled) message for this stream. */
   onMessage(type: number, payload: Buffer): void;
-  /** The stream ends without a message from the peer: connection lost, GOAWAY, limit. */
-  onReset(error: RpcError): void;
+  /**
+   * The stream ends without a message from the peer: connection lost, GOAWAY,
+   * limit. `notProcessed` is true when the peer's GOAWAY guarantees it never
+   * handed the stream to its application, so opening it again elsewhere is safe.
+   */
+  onReset(error: RpcError, notProcessed?: boolean): void;
 }
 
 /** The server or client code that drives a {@link Connection}. */
@@ -71,6 +75,9 @@ export interface ConnectionOptions {
 }
 
 const CLOSE_GRACE_MS = 1000;
+/** Frame types (as bits) that may appear only on stream 0. */
+const CONNECTION_ONLY =
+  (1 << FrameType.HELLO) | (1 << FrameType.WELCOME) | (1 << FrameType.PING) | (1 << FrameType.PONG) | (1 << FrameType.GOAWAY);
 const NO_PAYLOAD = Buffer.alloc(0);
 
 /**
@@ -120,7 +127,10 @@ export class Connection implements FrameSink, KeepaliveHost {
     this.limits = options.limits;
     this.nextLocalStream = options.role === "client" ? 1 : 2;
     this.fragmentSize = options.fragmentSize ?? 64 * 1024;
-    this.codec = new MsgpackCodec(options.codec);
+    // No string or binary can be larger than the message holding it, so by
+    // default those limits follow maxMessageSize instead of a fixed figure.
+    const max = options.limits.maxMessageSize;
+    this.codec = new MsgpackCodec({ maxStrLength: max, maxBinLength: max, ...options.codec });
     this.decoder = new FrameDecoder(this, { maxFrameSize: HANDSHAKE_MAX_FRAME_SIZE });
     this.writer = new FrameWriter(socket, { fragmentSize: HANDSHAKE_MAX_FRAME_SIZE });
     this.assembler = new MessageAssembler({
@@ -376,12 +386,13 @@ export class Connection implements FrameSink, KeepaliveHost {
   onFrame(type: number, flags: number, streamId: number, payload: Buffer): void {
     if (this.state === ConnectionState.CLOSED) return;
     if (this.state === ConnectionState.HANDSHAKE) {
-      if (streamId !== 0 || flags !== 0) {
+      if (streamId !== 0) {
         throw new RpcError(
           ErrorCode.PROTOCOL_ERROR,
           `expected a handshake frame on stream 0, got ${frameTypeName(type)} on stream ${streamId}`,
         );
       }
+      if (flags !== 0) throw new RpcError(ErrorCode.PROTOCOL_ERROR, `${frameTypeName(type)} handshake frame may not be fragmented`);
       this.owner.onHandshake(type, payload);
       return;
     }
@@ -389,10 +400,14 @@ export class Connection implements FrameSink, KeepaliveHost {
       this.onConnectionFrame(type, flags, payload);
       return;
     }
+    if (((1 << type) & CONNECTION_ONLY) !== 0) {
+      throw new RpcError(ErrorCode.PROTOCOL_ERROR, `${frameTypeName(type)} frame on stream ${streamId}: it is only allowed on stream 0`);
+    }
     if (type === FrameType.CALL) {
       if (!this.assembler.has(streamId)) this.checkNewPeerStream(streamId);
     } else if (!this.streams.has(streamId)) {
-      this.onUnknownStream(type, streamId);
+      if (this.assembler.has(streamId)) this.onPartialCallInterrupted(type, streamId);
+      else this.onUnknownStream(type, streamId);
       return;
     }
     if (flags === 0 && payload.length > this.limits.maxMessageSize && !this.assembler.has(streamId)) {
@@ -455,9 +470,21 @@ export class Connection implements FrameSink, KeepaliveHost {
     if (streamId > highest) {
       throw new RpcError(ErrorCode.PROTOCOL_ERROR, `${frameTypeName(type)} frame for stream ${streamId}, which was never opened`);
     }
-    // A closed stream: the frame crossed a CANCEL or reset on the wire. A
-    // CANCEL also voids a CALL still being reassembled.
-    if (type === FrameType.CANCEL) this.assembler.forget(streamId);
+    // Otherwise a closed stream: the frame crossed a CANCEL or reset on the wire.
+  }
+
+  /**
+   * A frame other than CALL on a peer stream whose CALL is still arriving in
+   * fragments: CANCEL or ERROR abandon that CALL; anything else breaks it.
+   */
+  private onPartialCallInterrupted(type: number, streamId: number): void {
+    if (type !== FrameType.CANCEL && type !== FrameType.ERROR) {
+      throw new RpcError(
+        ErrorCode.PROTOCOL_ERROR,
+        `${frameTypeName(type)} frame on stream ${streamId} interrupts a fragmented CALL message`,
+      );
+    }
+    this.assembler.forget(streamId);
   }
 
   private onOversized(type: number, streamId: number, error: RpcError): void {
@@ -468,6 +495,9 @@ export class Connection implements FrameSink, KeepaliveHost {
     const stream = this.streams.get(streamId);
     if (stream === undefined) return;
     this.streams.delete(streamId);
+    // The stream is gone, so the rest of the message is ignored as frames for
+    // a closed stream; the assembler need not track it.
+    this.assembler.forget(streamId);
     this.cancelStream(streamId);
     stream.onReset(error);
   }
@@ -514,7 +544,7 @@ export class Connection implements FrameSink, KeepaliveHost {
         // The peer will not process it: stop sending the rest of a large
         // message, and void the part it has (its first fragment went out).
         if (this.writer.dropStream(streamId)) this.sendEmpty(FrameType.CANCEL, streamId);
-        stream.onReset(notProcessed);
+        stream.onReset(notProcessed, true);
       }
     }
     this.owner.onGoaway(lastStreamId, reason);

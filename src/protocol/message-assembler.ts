@@ -46,9 +46,10 @@ export class MessageAssembler {
   /**
    * Adds one frame. Returns the whole message once its last fragment is in,
    * `null` while more follow or while an oversized message is being dropped.
-   * Throws RESOURCE_EXHAUSTED (with `data.streamId`) when a message outgrows
-   * maxMessageSize, the first time only; PROTOCOL_ERROR when the connection
-   * as a whole must fail.
+   * Throws RESOURCE_EXHAUSTED (with `data.streamId`), the first time only,
+   * when a message outgrows maxMessageSize or would push all incomplete
+   * messages past maxBufferedBytes; the rest of that message is dropped.
+   * Throws PROTOCOL_ERROR when another type interrupts a fragmented message.
    */
   add(type: number, flags: number, streamId: number, payload: Buffer): Buffer | null {
     const follows = (flags & FrameFlag.FOLLOWS) !== 0;
@@ -82,9 +83,14 @@ export class MessageAssembler {
       );
     }
     if (this.total + payload.length > this.options.maxBufferedBytes) {
+      // Fails the message that would cross the limit, not the connection: a
+      // peer cannot know how many of its concurrent large messages fit.
+      this.forget(streamId);
+      if (follows) this.discarding.set(streamId, type);
       throw new RpcError(
-        ErrorCode.PROTOCOL_ERROR,
-        `incomplete messages exceed the connection's reassembly limit of ${this.options.maxBufferedBytes} bytes`,
+        ErrorCode.RESOURCE_EXHAUSTED,
+        `${frameTypeName(type)} message on stream ${streamId} does not fit: incomplete messages on this connection would exceed the reassembly limit of ${this.options.maxBufferedBytes} bytes`,
+        { streamId, limit: this.options.maxBufferedBytes },
       );
     }
     if (!follows) {

@@ -6,9 +6,9 @@ export const EXT_BIGINT = 0x01;
 
 /** Limits on decoding; they bound what hostile input can make the decoder allocate. */
 export interface CodecLimits {
-  /** Longest string, in bytes. Default 16 MiB. */
+  /** Longest string, in bytes. Default 64 MiB (a connection uses its maxMessageSize). */
   maxStrLength?: number;
-  /** Longest binary, in bytes. Default 64 MiB. */
+  /** Longest binary, in bytes. Default 64 MiB (a connection uses its maxMessageSize). */
   maxBinLength?: number;
   /** Most elements in one array. Default 1,000,000. */
   maxArrayLength?: number;
@@ -118,7 +118,7 @@ export class MsgpackCodec {
     this.encoder = new Encoder({ extensionCodec, maxDepth: maxDepth + 1, ignoreUndefined: false });
     this.decoder = new Decoder({
       extensionCodec,
-      maxStrLength: limits.maxStrLength ?? 16 * 1024 * 1024,
+      maxStrLength: limits.maxStrLength ?? 64 * 1024 * 1024,
       maxBinLength: limits.maxBinLength ?? 64 * 1024 * 1024,
       maxArrayLength: limits.maxArrayLength ?? 1_000_000,
       maxMapLength: limits.maxMapLength ?? 100_000,

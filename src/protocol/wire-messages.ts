@@ -23,7 +23,8 @@ export interface Limits {
 export interface Hello {
   version: number & tags.Type<"uint32">;
   limits: Limits;
-  metadata?: Metadata;
+  /** Nil or absent for none, as in the CALL head. */
+  metadata?: Metadata | null;
 }
 
 /** WELCOME payload (MessagePack map), the server's answer to HELLO. */

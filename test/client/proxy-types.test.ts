@@ -19,6 +19,8 @@ const calc = {
   },
   nested: { twice: async (s: string): Promise<string> => s + s },
   version: 3,
+  nothing(): void {},
+  maybe: (n: number): number | undefined => (n > 0 ? n : undefined),
 };
 
 type Calc = ServiceProxy<typeof calc>;
@@ -36,6 +38,9 @@ expectType<Equal<Parameters<Calc["add"]>, [a: number, b: number]>>();
 expectType<Equal<ReturnType<Calc["add"]>, Promise<number>>>();
 // An async handler's promise is not nested.
 expectType<Equal<ReturnType<Calc["nested"]["twice"]>, Promise<string>>>();
+// undefined cannot cross MessagePack: a handler returning nothing or undefined gives null.
+expectType<Equal<ReturnType<Calc["nothing"]>, Promise<null>>>();
+expectType<Equal<ReturnType<Calc["maybe"]>, Promise<number | null>>>();
 // Non-function properties cannot be called.
 expectType<Equal<Calc["version"], never>>();
 
@@ -65,6 +70,10 @@ describe("typed proxy: compile-time checks", () => {
     const s: string = await c.greet("ada");
     const t: string = await c.nested.twice("ab");
     assert.deepEqual([n, s, t], [3, "hello ada from calc.greet", "abab"]);
+    // What the types say about undefined is what arrives.
+    const none: null = await c.nothing();
+    const maybe: number | null = await c.maybe(0);
+    assert.deepEqual([none, maybe, await c.maybe(2)], [null, null, 2]);
   });
 
   it("wrongly-typed calls do not compile, and the server's validator refuses them", async () => {

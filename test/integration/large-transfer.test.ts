@@ -40,7 +40,7 @@ describe("large transfers share the connection", () => {
     server.register("echoBytes", (data: Uint8Array) => sha(data));
     const [address] = (await server.listen("127.0.0.1:0")) as [string];
     // The default string limit (16 MiB) is below this test's 50 MB string.
-    client = new Client(address, { codec: { maxStrLength: 64 * 1024 * 1024 } });
+    client = new Client(address);
     await client.connect();
   });
 

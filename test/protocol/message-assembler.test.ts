@@ -104,14 +104,22 @@ describe("MessageAssembler", () => {
     assert.equal(asm.add(FrameType.ITEM, 0, 5, Buffer.alloc(6))?.length, 10);
   });
 
-  it("fails the connection when incomplete messages together exceed the total limit", () => {
+  it("fails only the message that would push incomplete messages past the total limit", () => {
     const asm = new MessageAssembler({ maxMessageSize: 100, maxBufferedBytes: 150 });
     asm.add(FrameType.ITEM, F, 1, Buffer.alloc(80));
     asm.add(FrameType.ITEM, F, 3, Buffer.alloc(70));
-    assert.throws(() => asm.add(FrameType.ITEM, F, 5, Buffer.alloc(1)), rejects(ErrorCode.PROTOCOL_ERROR, /reassembly limit of 150 bytes/));
-    assert.throws(() => asm.add(FrameType.ITEM, F, 1, Buffer.alloc(1)), rejects(ErrorCode.PROTOCOL_ERROR));
-    // The failed add left nothing behind on stream 5.
+    assert.throws(
+      () => asm.add(FrameType.ITEM, F, 5, Buffer.alloc(1)),
+      rejects(ErrorCode.RESOURCE_EXHAUSTED, /reassembly limit of 150 bytes/),
+    );
+    // The rest of stream 5's message is dropped quietly, through its last fragment.
+    assert.equal(asm.add(FrameType.ITEM, F, 5, Buffer.alloc(1)), null);
+    assert.equal(asm.add(FrameType.ITEM, 0, 5, Buffer.alloc(1)), null);
     assert.equal(asm.has(5), false);
+    // Streams 1 and 3 are untouched and complete normally.
+    assert.equal(asm.add(FrameType.ITEM, 0, 1, Buffer.alloc(0))?.length, 80);
+    assert.equal(asm.add(FrameType.ITEM, 0, 3, Buffer.alloc(10))?.length, 80);
+    assert.equal(asm.busy, false);
   });
 
   it("rejects a different frame type interrupting a fragmented message", () => {
@@ -163,8 +171,9 @@ describe("MessageAssembler", () => {
   it("forget releases a stream's bytes and its discarding state", () => {
     const asm = new MessageAssembler({ maxMessageSize: 100, maxBufferedBytes: 150 });
     asm.add(FrameType.ITEM, F, 1, Buffer.alloc(100));
-    assert.throws(() => asm.add(FrameType.ITEM, F, 3, Buffer.alloc(60)), rejects(ErrorCode.PROTOCOL_ERROR));
+    assert.throws(() => asm.add(FrameType.ITEM, F, 3, Buffer.alloc(60)), rejects(ErrorCode.RESOURCE_EXHAUSTED));
     asm.forget(1);
+    asm.forget(3);
     assert.equal(asm.has(1), false);
     // With stream 1's bytes released, 100 + 50 fits again.
     assert.equal(asm.add(FrameType.ITEM, F, 5, Buffer.alloc(100)), null);
@@ -172,7 +181,7 @@ describe("MessageAssembler", () => {
     assert.equal(asm.add(FrameType.ITEM, 0, 7, Buffer.alloc(0))?.length, 50);
     // forget of an unknown stream changes nothing.
     asm.forget(99);
-    assert.throws(() => asm.add(FrameType.ITEM, F, 9, Buffer.alloc(51)), rejects(ErrorCode.PROTOCOL_ERROR));
+    assert.throws(() => asm.add(FrameType.ITEM, F, 9, Buffer.alloc(51)), rejects(ErrorCode.RESOURCE_EXHAUSTED));
 
     // A stream closed while its oversized message was being discarded is not left busy.
     const other = new MessageAssembler({ maxMessageSize: 10, maxBufferedBytes: 100 });

@@ -159,8 +159,8 @@ describe("MsgpackCodec", () => {
 
   it("applies the default limits", () => {
     const codec = new MsgpackCodec();
-    // A 17 MiB string header (default limit 16 MiB) and a 1,000,001-element array header.
-    assert.throws(() => codec.decode(Buffer.from([0xdb, 0x01, 0x10, 0x00, 0x00])), protocolError(/maxStrLength/));
+    // A 65 MiB string header (default limit 64 MiB) and a 1,000,001-element array header.
+    assert.throws(() => codec.decode(Buffer.from([0xdb, 0x04, 0x10, 0x00, 0x00])), protocolError(/maxStrLength/));
     assert.throws(() => codec.decode(Buffer.from([0xdd, 0x00, 0x0f, 0x42, 0x41])), protocolError(/maxArrayLength/));
     assert.throws(() => codec.decode(Buffer.from([0xdf, 0x00, 0x01, 0x86, 0xa1])), protocolError(/map length/));
   });

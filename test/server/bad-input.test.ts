@@ -259,6 +259,68 @@ describe("bad input from raw sockets", () => {
     assert.deepEqual(await peer.nextResult(), { streamId: 3, value: 3 });
   });
 
+  it("fails the connection on a connection-level frame type sent on a call stream", async () => {
+    const peer = await raw();
+    peer.write(callFrame(1, "echo", ["x"]));
+    await peer.nextResult();
+    peer.write(frame(FrameType.PING, 0, 1, Buffer.alloc(8)));
+    const error = await peer.nextError();
+    assert.equal(error.streamId, 0);
+    assert.equal(error.code, "PROTOCOL_ERROR");
+    assert.match(error.message, /PING frame on stream 1: it is only allowed on stream 0/);
+    await peer.expectClosed();
+    await stillServing();
+  });
+
+  it("CANCEL abandons a CALL still arriving in fragments; its bytes are released", async () => {
+    const peer = await raw();
+    const before = echoes;
+    // 40 KiB of a CALL whose last fragment never comes, then CANCEL, many times:
+    // with the partial CALLs kept, the 128 KiB reassembly limit would be hit.
+    for (let id = 1; id <= 21; id += 2) {
+      const payload = callPayload(["echo"], ["z".repeat(40 * 1024)]);
+      peer.write(frame(FrameType.CALL, FrameFlag.FOLLOWS, id, payload.subarray(0, 40 * 1024)));
+      peer.write(frame(FrameType.CANCEL, 0, id));
+    }
+    peer.write(callFrame(23, "echo", ["after"]));
+    assert.deepEqual(await peer.nextResult(), { streamId: 23, value: "after" });
+    assert.equal(echoes, before + 1, "no abandoned CALL ran");
+    assert.equal(peer.isClosed, false);
+  });
+
+  it("fails the connection when another frame type interrupts a fragmented CALL", async () => {
+    const peer = await raw();
+    const payload = callPayload(["echo"], ["z".repeat(1000)]);
+    peer.write(frame(FrameType.CALL, FrameFlag.FOLLOWS, 1, payload.subarray(0, 500)));
+    peer.write(frame(FrameType.ITEM, 0, 1, encode(1)));
+    const error = await peer.nextError();
+    assert.equal(error.code, "PROTOCOL_ERROR");
+    assert.match(error.message, /ITEM frame on stream 1 interrupts a fragmented CALL message/);
+    await peer.expectClosed();
+  });
+
+  it("concurrent large calls past the reassembly limit fail one by one, not the connection", async () => {
+    // maxMessageSize 64 KiB: incomplete messages may hold 128 KiB together.
+    const peer = await raw();
+    const ids = [1, 3, 5];
+    const payloads = ids.map(() => callPayload(["len"], ["w".repeat(60 * 1024)]));
+    // Interleave: the first half of each, then the second half of each.
+    const half = 50 * 1024;
+    for (const [i, id] of ids.entries())
+      peer.write(frame(FrameType.CALL, FrameFlag.FOLLOWS, id, (payloads[i] as Buffer).subarray(0, half)));
+    for (const [i, id] of ids.entries()) peer.write(frame(FrameType.CALL, 0, id, (payloads[i] as Buffer).subarray(half)));
+    const answers = new Map<number, string>();
+    for (let i = 0; i < ids.length; i++) {
+      const f = await peer.next();
+      answers.set(f.streamId, f.type === FrameType.RESULT ? "result" : (decode(f.payload) as [string])[0]);
+    }
+    assert.ok([...answers.values()].includes("RESOURCE_EXHAUSTED"), JSON.stringify([...answers]));
+    assert.ok([...answers.values()].includes("result"), JSON.stringify([...answers]));
+    peer.write(callFrame(7, "len", ["abc"]));
+    assert.deepEqual(await peer.nextResult(), { streamId: 7, value: 3 });
+    assert.equal(peer.isClosed, false);
+  });
+
   it("the server enforces maxMessageSize on a single unfragmented frame (frames may be larger than messages)", async () => {
     const peer = await raw();
     const before = echoes;
