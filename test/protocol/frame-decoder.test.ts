@@ -334,13 +334,12 @@ describe("FrameDecoder", () => {
   });
 
   it("stops delivering when the sink stops the decoder mid-chunk", () => {
-    let decoder: FrameDecoder | undefined;
     const seen: number[] = [];
-    decoder = new FrameDecoder(
+    const decoder: FrameDecoder = new FrameDecoder(
       {
         onFrame(_type, _flags, streamId) {
           seen.push(streamId);
-          if (streamId === 2) decoder?.stop();
+          if (streamId === 2) decoder.stop();
         },
       },
       { maxFrameSize: 1024 },
