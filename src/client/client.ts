@@ -5,12 +5,13 @@ import { FrameType } from "../protocol/frame.js";
 import { DEFAULT_KEEPALIVE, type KeepaliveOptions } from "../protocol/keepalive.js";
 import type { CodecLimits } from "../protocol/msgpack-codec.js";
 import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
-import { type Limits, type Metadata, assertMetadata } from "../protocol/wire-messages.js";
+import { DEFAULT_STREAM_WINDOW, type Limits, type Metadata, assertMetadata } from "../protocol/wire-messages.js";
 import type { BackoffOptions } from "./backoff.js";
 import type { CallOptions } from "./call-options.js";
 import { EndpointConnection, type Waiter } from "./endpoint-connection.js";
 import { LongTimer } from "./long-timer.js";
-import { type ServiceProxy, createProxy } from "./proxy.js";
+import { type ProxyTarget, type ServiceProxy, createProxy } from "./proxy.js";
+import { type ResponseMode, type ServerStream, StreamingCall, isStreamSource } from "./streaming-call.js";
 import { UnaryCall, type UnprocessedRetry } from "./unary-call.js";
 
 /** Options of a {@link Client}. */
@@ -46,6 +47,11 @@ export class Client {
   private readonly link: EndpointConnection;
   private readonly defaults: { timeout: number | undefined; waitForReady: boolean };
   private closed = false;
+  private readonly proxyTarget: ProxyTarget = {
+    open: (method, args, options) => this.open(method, args, options ?? {}, "dual"),
+  };
+  /** This client's stream window: items a server may send per stream before a grant. */
+  private readonly window: number;
   /** One retry of a call the server refused unprocessed (GOAWAY); the retry itself gets none. */
   private readonly retrier: UnprocessedRetry = {
     retry: (method, args, options, timeout, totalTimeout) => {
@@ -60,9 +66,11 @@ export class Client {
     this.endpoint = formatEndpoint(parsed);
     const keepalive = options.keepalive === false ? false : { ...DEFAULT_KEEPALIVE, ...options.keepalive };
     if (options.metadata !== undefined) assertMetadata(options.metadata);
+    const limits = { ...DEFAULT_LIMITS, ...options.limits };
+    this.window = limits.streamWindow ?? DEFAULT_STREAM_WINDOW;
     this.link = new EndpointConnection(parsed, {
       connection: {
-        limits: { ...DEFAULT_LIMITS, ...options.limits },
+        limits,
         keepalive,
         handshakeTimeout: options.connectTimeout ?? 10_000,
         ...(options.fragmentSize === undefined ? {} : { fragmentSize: options.fragmentSize }),
@@ -95,20 +103,95 @@ export class Client {
    * UNAVAILABLE, INVALID_ARGUMENT for arguments that cannot be encoded).
    */
   call<R = unknown>(method: string, args: readonly unknown[] = [], options: CallOptions = {}): Promise<R> {
-    if (typeof method !== "string" || method.length === 0) {
-      return Promise.reject(new RpcError(ErrorCode.INVALID_ARGUMENT, "method must be a non-empty string"));
-    }
-    if (!Array.isArray(args)) {
-      return Promise.reject(new RpcError(ErrorCode.INVALID_ARGUMENT, `${method}: args must be an array of positional arguments`));
-    }
-    if (this.closed) return Promise.reject(new RpcError(ErrorCode.UNAVAILABLE, `${method}: client is closed`));
-    const signal = options.signal;
-    if (signal?.aborted) return Promise.reject(new RpcError(ErrorCode.CANCELLED, `${method}: cancelled before it started`));
+    const invalid = this.checkCall(method, args, options);
+    if (invalid !== undefined) return Promise.reject(invalid);
+    if (args.some(isStreamSource)) return this.open(method, args, options, "unary").result() as Promise<R>;
+    const timeout = options.timeout ?? this.defaults.timeout;
+    return this.dispatch(method, args, options, timeout, timeout, this.retrier) as Promise<R>;
+  }
+
+  /**
+   * Calls a method that streams its result (an `async function*` on the
+   * server) and returns its items to read with `for await`. Leaving the loop
+   * early (`break`), the signal or the deadline cancels the call on the
+   * server, whose generator is closed. An argument that is an AsyncIterable
+   * is streamed to the server too (bidirectional). Items arrive under flow
+   * control: a consumer that stops reading stops the server's generator.
+   */
+  stream<T = unknown>(method: string, args: readonly unknown[] = [], options: CallOptions = {}): ServerStream<T> {
+    return this.open(method, args, options, "stream") as ServerStream<T>;
+  }
+
+  /** Everything wrong with a call before it starts, or undefined. */
+  private checkCall(method: string, args: readonly unknown[], options: CallOptions): RpcError | undefined {
+    if (typeof method !== "string" || method.length === 0)
+      return new RpcError(ErrorCode.INVALID_ARGUMENT, "method must be a non-empty string");
+    if (!Array.isArray(args)) return new RpcError(ErrorCode.INVALID_ARGUMENT, `${method}: args must be an array of positional arguments`);
+    if (this.closed) return new RpcError(ErrorCode.UNAVAILABLE, `${method}: client is closed`);
+    if (options.signal?.aborted) return new RpcError(ErrorCode.CANCELLED, `${method}: cancelled before it started`);
     const timeout = options.timeout ?? this.defaults.timeout;
     if (timeout !== undefined && !(timeout >= 0 && timeout <= MAX_TIMEOUT_MS)) {
-      return Promise.reject(new RpcError(ErrorCode.INVALID_ARGUMENT, `${method}: timeout must be between 0 and ${MAX_TIMEOUT_MS} ms`));
+      return new RpcError(ErrorCode.INVALID_ARGUMENT, `${method}: timeout must be between 0 and ${MAX_TIMEOUT_MS} ms`);
     }
-    return this.dispatch(method, args, options, timeout, timeout, this.retrier) as Promise<R>;
+    return undefined;
+  }
+
+  /** Starts a {@link StreamingCall}; problems surface through it, never as a throw. */
+  private open(method: string, args: readonly unknown[], options: CallOptions, mode: ResponseMode): StreamingCall {
+    const timeout = options.timeout ?? this.defaults.timeout;
+    let call: StreamingCall;
+    let problem = this.checkCall(method, args, options);
+    try {
+      call = new StreamingCall(
+        method,
+        problem === undefined ? args : [],
+        options,
+        problem === undefined ? timeout : undefined,
+        mode,
+        this.window,
+      );
+    } catch (error) {
+      call = new StreamingCall(method, [], options, undefined, mode, this.window);
+      problem = RpcError.from(error, ErrorCode.INVALID_ARGUMENT);
+    }
+    if (problem !== undefined) {
+      call.reject(problem);
+      return call;
+    }
+    const ready = this.link.ready;
+    if (ready !== undefined) this.bindStreaming(ready, call);
+    else {
+      const waitForReady = options.waitForReady ?? this.defaults.waitForReady;
+      this.connection(method, call.timeLeft, options.signal, waitForReady, performance.now()).then(
+        (connection) => this.bindStreaming(connection, call),
+        (error: RpcError) => call.reject(error),
+      );
+    }
+    return call;
+  }
+
+  private bindStreaming(connection: Connection, call: StreamingCall): void {
+    if (call.finished) return;
+    const streamId = connection.nextStreamId();
+    if (streamId < 0) {
+      this.link.retire(connection);
+      this.connection(call.method, call.timeLeft, undefined, true, performance.now()).then(
+        (next) => this.bindStreaming(next, call),
+        (error: RpcError) => call.reject(error),
+      );
+      return;
+    }
+    const limit = connection.peerLimits?.maxConcurrentStreams ?? Number.POSITIVE_INFINITY;
+    if (connection.streamCount >= limit) {
+      call.reject(new RpcError(ErrorCode.RESOURCE_EXHAUSTED, `${call.method}: the server allows ${limit} concurrent calls per connection`));
+      return;
+    }
+    try {
+      call.bind(connection, streamId);
+    } catch (error) {
+      connection.removeStream(streamId);
+      call.reject(RpcError.from(error, ErrorCode.INVALID_ARGUMENT));
+    }
   }
 
   /** Starts a call on the current connection, or once there is one. */
@@ -142,7 +225,7 @@ export class Client {
    * through it.
    */
   proxy<T>(group = "", options?: CallOptions): ServiceProxy<T> {
-    return createProxy<T>(this, group, options);
+    return createProxy<T>(this.proxyTarget, group, options);
   }
 
   /** Graceful close: no new calls; in-flight calls finish; resolves when every connection has ended. */

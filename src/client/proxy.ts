@@ -1,17 +1,5 @@
 import type { CallOptions } from "./call-options.js";
-
-/**
- * The typed stub of a service: every function becomes an async function with
- * the same parameters (the handler's `this: CallContext` is not one of them)
- * and a promise of its awaited result; nested objects become nested stubs.
- */
-export type ServiceProxy<T> = {
-  readonly [K in keyof T]: T[K] extends (...args: infer A) => infer R
-    ? (...args: A) => Promise<WireValue<Awaited<R>>>
-    : T[K] extends object
-      ? ServiceProxy<T[K]>
-      : never;
-};
+import type { ServerStream, StreamingCall } from "./streaming-call.js";
 
 /**
  * What a result type becomes after MessagePack: `undefined` (and `void`, a
@@ -19,9 +7,73 @@ export type ServiceProxy<T> = {
  */
 export type WireValue<T> = [T] extends [void] ? null : T extends undefined ? null : T;
 
-/** What a proxy calls through. */
+/**
+ * The typed stub of a service: every function becomes a function with the
+ * same parameters (the handler's `this: CallContext` is not one of them).
+ * One whose result is an async iterable (an `async function*`) returns a
+ * {@link ServerStream} to read with `for await`; any other returns a promise
+ * of its awaited result. Nested objects become nested stubs.
+ */
+export type ServiceProxy<T> = {
+  readonly [K in keyof T]: T[K] extends (...args: infer A) => infer R
+    ? Awaited<R> extends AsyncIterable<infer I>
+      ? (...args: A) => ServerStream<WireValue<I>>
+      : (...args: A) => Promise<WireValue<Awaited<R>>>
+    : T[K] extends object
+      ? ServiceProxy<T[K]>
+      : never;
+};
+
+/** What a proxy calls through (the client, privately). */
 export interface ProxyTarget {
-  call(method: string, args: readonly unknown[], options?: CallOptions): Promise<unknown>;
+  open(method: string, args: readonly unknown[], options: CallOptions | undefined): StreamingCall;
+}
+
+/**
+ * A proxy call: a real Promise of the result when awaited, and a
+ * {@link ServerStream} when iterated; whichever is used first decides. It
+ * cannot be known beforehand, as the method's type is gone at run time.
+ */
+export class ProxyCall<T> extends Promise<T> implements ServerStream<unknown> {
+  // then/catch/finally derive plain promises, not more proxy calls.
+  static override get [Symbol.species](): PromiseConstructor {
+    return Promise;
+  }
+
+  private readonly call: StreamingCall;
+  private readonly settle: { resolve(value: T): void; reject(error: unknown): void };
+  private chosen = false;
+
+  constructor(call: StreamingCall) {
+    let settle!: ProxyCall<T>["settle"];
+    super((resolve, reject) => {
+      settle = { resolve, reject };
+    });
+    this.call = call;
+    this.settle = settle;
+  }
+
+  override then<A = T, B = never>(
+    onFulfilled?: ((value: T) => A | PromiseLike<A>) | null,
+    onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null,
+  ): Promise<A | B> {
+    if (!this.chosen) {
+      this.chosen = true;
+      this.call.result().then(
+        (value) => this.settle.resolve(value as T),
+        (error: unknown) => this.settle.reject(error),
+      );
+    }
+    return super.then(onFulfilled, onRejected);
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<unknown> {
+    return this.call[Symbol.asyncIterator]();
+  }
+
+  cancel(): void {
+    this.call.cancel();
+  }
 }
 
 /**
@@ -34,7 +86,7 @@ export function createProxy<T>(target: ProxyTarget, prefix: string, options: Cal
 
 function node(target: ProxyTarget, path: string, options: CallOptions | undefined): unknown {
   const children = new Map<string, unknown>();
-  const invoke = (...args: unknown[]): Promise<unknown> => target.call(path, args, options);
+  const invoke = (...args: unknown[]): ProxyCall<unknown> => new ProxyCall(target.open(path, args, options));
   return new Proxy(invoke, {
     get(_fn, key) {
       // `then` must stay undefined, or `await stub` would treat the stub as a promise.

@@ -93,7 +93,15 @@ export class UnaryCall implements StreamReceiver {
     try {
       if (type === FrameType.RESULT) this.resolve(this.connection.codec.decode(payload));
       else if (type === FrameType.ERROR) this.reject(errorFromBody(this.connection.codec.decode(payload)));
-      else {
+      else if (type === FrameType.ITEM || type === FrameType.END) {
+        this.connection.cancelStream(this.streamId);
+        this.reject(
+          new RpcError(
+            ErrorCode.FAILED_PRECONDITION,
+            `${this.method} streams its result: use client.stream() or iterate it with for await`,
+          ),
+        );
+      } else {
         this.connection.cancelStream(this.streamId);
         this.reject(new RpcError(ErrorCode.PROTOCOL_ERROR, `${this.method}: unexpected ${frameTypeName(type)} frame on a unary call`));
       }

@@ -16,9 +16,16 @@ export function encodeCallPayload(
   timeoutMs: number | undefined,
   metadata: Metadata | undefined,
   args: readonly unknown[],
+  inputArg?: number,
 ): Buffer {
   const head: unknown[] =
-    metadata !== undefined ? [method, timeoutMs ?? null, metadata] : timeoutMs !== undefined ? [method, timeoutMs] : [method];
+    inputArg !== undefined
+      ? [method, timeoutMs ?? null, metadata ?? null, inputArg]
+      : metadata !== undefined
+        ? [method, timeoutMs ?? null, metadata]
+        : timeoutMs !== undefined
+          ? [method, timeoutMs]
+          : [method];
   const headBytes = Buffer.from(codec.encodeShared(head));
   const argsBytes = codec.encodeShared(args);
   const payload = Buffer.allocUnsafe(4 + headBytes.length + argsBytes.length);

@@ -6,7 +6,8 @@ import { Keepalive, type KeepaliveHost, type KeepaliveOptions } from "./keepaliv
 import { MessageAssembler } from "./message-assembler.js";
 import { MsgpackCodec, type CodecLimits } from "./msgpack-codec.js";
 import { ErrorCode, RpcError } from "./rpc-error.js";
-import { type Limits, errorFromBody, errorToBody, parseGoaway } from "./wire-messages.js";
+import { encodeCredit } from "./credit.js";
+import { DEFAULT_STREAM_WINDOW, type Limits, errorFromBody, errorToBody, parseGoaway } from "./wire-messages.js";
 
 /** Largest frame accepted before the handshake has agreed on limits. */
 export const HANDSHAKE_MAX_FRAME_SIZE = 64 * 1024;
@@ -16,6 +17,7 @@ export const DEFAULT_LIMITS: Limits = {
   maxFrameSize: 1024 * 1024,
   maxMessageSize: 64 * 1024 * 1024,
   maxConcurrentStreams: 10_000,
+  streamWindow: DEFAULT_STREAM_WINDOW,
 };
 
 /** The states of a {@link Connection}. */
@@ -223,9 +225,24 @@ export class Connection implements FrameSink, KeepaliveHost {
     this.send(type, streamId, this.codec.encodeShared(value));
   }
 
-  /** Sends a frame without payload (END, CANCEL). */
+  /** Sends a message without payload (END, CANCEL), in order after the stream's earlier messages. */
   sendEmpty(type: number, streamId: number): void {
-    this.writer.writeFrame(type, 0, streamId, NO_PAYLOAD);
+    this.writer.writeMessage(type, streamId, NO_PAYLOAD);
+  }
+
+  /** Grants the peer `n` more ITEMs on a stream. */
+  sendCredit(streamId: number, n: number): void {
+    this.writer.writeFrame(FrameType.CREDIT, 0, streamId, encodeCredit(n));
+  }
+
+  /** ITEMs the peer accepts per stream before it grants more. */
+  get peerStreamWindow(): number {
+    return this.peerLimits?.streamWindow ?? DEFAULT_STREAM_WINDOW;
+  }
+
+  /** ITEMs this side accepts per stream before granting more. */
+  get streamWindow(): number {
+    return this.limits.streamWindow ?? DEFAULT_STREAM_WINDOW;
   }
 
   /** Sends an ERROR frame on a stream (and drops anything still queued for it). */

@@ -17,7 +17,15 @@ export interface Limits {
   maxMessageSize: number & tags.Type<"uint32"> & tags.Minimum<1024>;
   /** Most streams the peer may have open towards this side at once. */
   maxConcurrentStreams: number & tags.Type<"uint32"> & tags.Minimum<1>;
+  /**
+   * ITEMs the peer may send on each stream towards this side before it is
+   * granted more with CREDIT. Absent means {@link DEFAULT_STREAM_WINDOW}.
+   */
+  streamWindow?: number & tags.Type<"uint32"> & tags.Minimum<1>;
 }
+
+/** The stream window of a side that does not announce one. */
+export const DEFAULT_STREAM_WINDOW = 64;
 
 /** HELLO payload (MessagePack map), the client's first frame. */
 export interface Hello {
@@ -38,12 +46,15 @@ export interface Welcome {
 
 /**
  * The head of a CALL payload, a MessagePack array:
- * `[method, timeoutMs?, metadata?]` (nil or absent for "none").
+ * `[method, timeoutMs?, metadata?, inputArg?]` (nil or absent for "none").
+ * `inputArg` is the index of the argument whose values follow as ITEMs on
+ * the call's stream (a client stream); that argument is sent as nil.
  */
 export type CallHead = [
   method: string & tags.MinLength<1> & tags.MaxLength<256>,
   timeoutMs?: (number & tags.Type<"uint32">) | null,
   metadata?: Metadata | null,
+  inputArg?: (number & tags.Type<"uint32"> & tags.Maximum<255>) | null,
 ];
 
 /** ERROR payload: `[code, message, data?]`. */

@@ -30,7 +30,7 @@ export function dispatchCall(host: DispatchHost, streamId: number, payload: Buff
     connection.sendError(streamId, RpcError.from(error, ErrorCode.PROTOCOL_ERROR));
     return;
   }
-  const [method, timeoutMs, metadata] = call.head;
+  const [method, timeoutMs, metadata, inputArg] = call.head;
   const entry = host.registry.get(method);
   if (entry === undefined) {
     connection.sendError(streamId, new RpcError(ErrorCode.NOT_FOUND, `method "${method}" is not registered`));
@@ -64,8 +64,16 @@ export function dispatchCall(host: DispatchHost, streamId: number, payload: Buff
     connection.sendError(streamId, new RpcError(ErrorCode.PROTOCOL_ERROR, `${method}: CALL arguments must be a MessagePack array`));
     return;
   }
+  if (inputArg !== undefined && inputArg !== null && inputArg >= args.length) {
+    connection.sendError(
+      streamId,
+      new RpcError(ErrorCode.PROTOCOL_ERROR, `${method}: streamed argument ${inputArg} is beyond the ${args.length} arguments sent`),
+    );
+    return;
+  }
   const serverCall = new ServerCall(host, streamId, method, metadata ?? NO_METADATA, timeoutMs ?? undefined);
   connection.addStream(streamId, serverCall);
+  if (inputArg !== undefined && inputArg !== null) args[inputArg] = serverCall.attachInput();
   if (timeoutMs === 0) {
     serverCall.fail(new RpcError(ErrorCode.DEADLINE_EXCEEDED, `${method}: deadline already exceeded on arrival`));
     return;

@@ -1,4 +1,7 @@
-import { FrameType } from "../protocol/frame.js";
+import { decodeCredit } from "../protocol/credit.js";
+import { FrameType, frameTypeName } from "../protocol/frame.js";
+import { InboundStream } from "../protocol/inbound-stream.js";
+import { OutboundPump, type PumpSink } from "../protocol/outbound-pump.js";
 import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
 import type { Connection, StreamReceiver } from "../protocol/connection.js";
 import type { Metadata } from "../protocol/wire-messages.js";
@@ -18,11 +21,13 @@ export interface CallHost {
 }
 
 /**
- * One unary call on the server: the handler's `this` (its {@link CallContext})
- * and the receiving end of its stream. It answers exactly once: result,
- * error, or nothing when the caller cancelled or the connection dropped.
+ * One call on the server: the handler's `this` (its {@link CallContext}) and
+ * the receiving end of its stream. It answers exactly once: a RESULT, items
+ * then END (when the handler returns an async iterable), an ERROR, or nothing
+ * when the caller cancelled or the connection dropped. A client stream's
+ * items arrive through {@link attachInput}.
  */
-export class ServerCall implements CallContext, StreamReceiver {
+export class ServerCall implements CallContext, StreamReceiver, PumpSink {
   readonly method: string;
   readonly metadata: Metadata;
   readonly deadline: number | undefined;
@@ -32,6 +37,8 @@ export class ServerCall implements CallContext, StreamReceiver {
   private abortReason: RpcError | undefined;
   private timer: NodeJS.Timeout | undefined;
   private done = false;
+  private input: InboundStream | undefined;
+  private pump: OutboundPump | undefined;
 
   constructor(host: CallHost, streamId: number, method: string, metadata: Metadata, timeoutMs: number | undefined) {
     this.host = host;
@@ -71,13 +78,33 @@ export class ServerCall implements CallContext, StreamReceiver {
     return this.done;
   }
 
-  /** Sends the handler's result. */
+  /**
+   * The AsyncIterable the handler receives for a client-streamed argument:
+   * the caller's items, flow-controlled by this side's stream window.
+   */
+  attachInput(): InboundStream {
+    const connection = this.host.connection;
+    const streamId = this.streamId;
+    this.input = new InboundStream(
+      {
+        grant: (n) => {
+          if (!this.done) connection.sendCredit(streamId, n);
+        },
+        // The handler stopped reading: no more credit goes out, so the caller
+        // stops sending; the call itself goes on until the handler answers.
+        abandon: () => {},
+      },
+      connection.streamWindow,
+    );
+    return this.input;
+  }
+
+  /** Sends the handler's result: an async iterable is streamed out as items. */
   succeed(value: unknown): void {
     if (this.done) return;
     if (typeof value === "object" && value !== null && Symbol.asyncIterator in value) {
-      this.fail(
-        new RpcError(ErrorCode.UNIMPLEMENTED, `${this.method} returned an async iterable; this server version has no streaming results`),
-      );
+      this.pump = new OutboundPump(this, value as AsyncIterable<unknown>, this.host.connection.peerStreamWindow);
+      void this.pump.run();
       return;
     }
     this.finish();
@@ -95,25 +122,83 @@ export class ServerCall implements CallContext, StreamReceiver {
   /** Sends an error: an RpcError as it is; anything else as INTERNAL. */
   fail(error: unknown): void {
     if (this.done) return;
+    const reason = this.toRpcError(error);
     this.finish();
-    this.host.connection.sendError(this.streamId, this.toRpcError(error));
+    this.stopStreams(reason);
+    this.host.connection.sendError(this.streamId, reason);
   }
 
-  onMessage(type: number): void {
-    if (type === FrameType.CANCEL) {
-      this.abort(new RpcError(ErrorCode.CANCELLED, `${this.method}: cancelled by the caller`));
-      this.finish();
-      return;
-    }
-    const error = new RpcError(ErrorCode.PROTOCOL_ERROR, `${this.method}: unexpected frame type ${type} on a unary call`);
-    this.abort(error);
+  // --- PumpSink: the handler's result stream ---
+
+  item(value: unknown): void {
+    if (!this.done) this.host.connection.sendValue(FrameType.ITEM, this.streamId, value);
+  }
+
+  end(): void {
+    if (this.done) return;
+    this.finish();
+    this.input?.fail(new RpcError(ErrorCode.CANCELLED, `${this.method}: the call has ended`));
+    this.host.connection.sendEmpty(FrameType.END, this.streamId);
+  }
+
+  error(error: unknown): void {
     this.fail(error);
+  }
+
+  // --- StreamReceiver ---
+
+  onMessage(type: number, payload: Buffer): void {
+    if (this.done) return;
+    switch (type) {
+      case FrameType.CANCEL: {
+        const reason = new RpcError(ErrorCode.CANCELLED, `${this.method}: cancelled by the caller`);
+        this.abort(reason);
+        this.finish();
+        this.stopStreams(reason);
+        return;
+      }
+      case FrameType.CREDIT:
+        try {
+          this.pump?.grant(decodeCredit(payload));
+        } catch (error) {
+          this.violation(error as RpcError);
+        }
+        return;
+      case FrameType.ITEM:
+        if (this.input === undefined) break;
+        try {
+          if (!this.input.push(this.host.connection.codec.decode(payload))) {
+            this.violation(new RpcError(ErrorCode.PROTOCOL_ERROR, `${this.method}: ITEM sent without credit`));
+          }
+        } catch (error) {
+          this.violation(RpcError.from(error, ErrorCode.PROTOCOL_ERROR));
+        }
+        return;
+      case FrameType.END:
+        if (this.input === undefined) break;
+        this.input.end();
+        return;
+    }
+    const streaming = this.input === undefined ? "a call without a client stream" : "this call";
+    this.violation(new RpcError(ErrorCode.PROTOCOL_ERROR, `${this.method}: unexpected ${frameTypeName(type)} frame on ${streaming}`));
   }
 
   onReset(error: RpcError): void {
     this.abort(error);
     this.done = true;
     clearTimeout(this.timer);
+    this.stopStreams(error);
+  }
+
+  /** The caller broke the protocol on this stream: the handler is aborted and the caller told. */
+  private violation(error: RpcError): void {
+    this.abort(error);
+    this.fail(error);
+  }
+
+  private stopStreams(reason: RpcError): void {
+    this.pump?.stop(reason);
+    this.input?.fail(reason);
   }
 
   /**

@@ -77,6 +77,24 @@ describe("examples", () => {
     assert.match(out, /done: client and server closed/);
   });
 
+  it("stream example shows a server stream, early exit, a client stream and both ways", async () => {
+    const r = run("stream");
+    assert.equal(await r.exited, 0, r.output());
+    assert.equal(
+      r.output(),
+      [
+        "tick 1",
+        "tick 2",
+        "tick 3",
+        "stopped reading after 2",
+        "sum of 1..100 streamed to the server = 5050",
+        "HELLO!",
+        "STREAMS!",
+        "",
+      ].join("\n"),
+    );
+  });
+
   it("unary client talks to unary server, which stops on SIGTERM", async () => {
     const server = run("unary-server", ["127.0.0.1:0"]);
     try {

@@ -140,6 +140,10 @@ describe("parseCallHead", () => {
       ["m", null, { trace: "t", bin: new Uint8Array([9]) }],
       ["m", 1000, {}],
       ["m", null, null],
+      // A client stream: the argument at index 0 (or 255) follows as ITEMs.
+      ["m", null, null, 0],
+      ["m", 5, {}, 255],
+      ["m", null, null, null],
       ["x".repeat(256)],
       // 256 UTF-16 code units (128 surrogate pairs).
       ["\u{1F600}".repeat(128)],
@@ -152,7 +156,9 @@ describe("parseCallHead", () => {
       ["not an array", "m", "$input"],
       ["a map", { method: "m" }, "$input"],
       ["empty array", [], "$input"],
-      ["too many elements", ["m", 1, {}, "extra"], "$input"],
+      ["too many elements", ["m", 1, {}, 0, "extra"], "$input"],
+      ["streamed argument not an index", ["m", 1, {}, "extra"], "$input[3]"],
+      ["streamed argument past 255", ["m", null, null, 256], "$input[3]"],
       ["numeric method", [5], "$input[0]"],
       ["nil method", [null], "$input[0]"],
       ["empty method", [""], "$input[0]"],

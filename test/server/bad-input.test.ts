@@ -413,7 +413,7 @@ describe("per-call limits and stream errors", () => {
       const error = await peer.nextError();
       assert.equal(error.streamId, 1);
       assert.equal(error.code, "PROTOCOL_ERROR");
-      assert.match(error.message, /unexpected frame type 6 on a unary call/);
+      assert.match(error.message, /unexpected ITEM frame on a call without a client stream/);
       await waitFor(() => aborted.length === 1, 1000, "handler abort");
       assert.equal((aborted[0] as { code: string }).code, "PROTOCOL_ERROR");
       peer.write(callFrame(3, "echo", ["still here"]));
@@ -423,10 +423,12 @@ describe("per-call limits and stream errors", () => {
     }
   });
 
-  it("a handler returning an async iterable gets UNIMPLEMENTED", async () => {
+  it("a streaming method called for a single result gets FAILED_PRECONDITION saying how to call it", async () => {
     const client = new Client(`127.0.0.1:${port}`);
     try {
-      await rejectsWith(client.call("stream", []), "UNIMPLEMENTED", /async iterable/);
+      await rejectsWith(client.call("stream", []), "FAILED_PRECONDITION", /"?stream"? streams its result: use client\.stream\(\)/);
+      // The connection is fine afterwards.
+      assert.equal(await client.call("echo", [1]), 1);
     } finally {
       await client.close();
     }
