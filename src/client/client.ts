@@ -10,6 +10,8 @@ import type { BackoffOptions } from "./backoff.js";
 import type { CallOptions } from "./call-options.js";
 import { EndpointConnection, type Waiter } from "./endpoint-connection.js";
 import { LongTimer } from "./long-timer.js";
+import type { Channel } from "../protocol/channel.js";
+import { ChannelCall, type ChannelOptions } from "./channel-call.js";
 import { type ProxyTarget, type ServiceProxy, createProxy } from "./proxy.js";
 import { type ResponseMode, type ServerStream, StreamingCall, isStreamSource } from "./streaming-call.js";
 import { UnaryCall, type UnprocessedRetry } from "./unary-call.js";
@@ -120,6 +122,45 @@ export class Client {
    */
   stream<T = unknown>(method: string, args: readonly unknown[] = [], options: CallOptions = {}): ServerStream<T> {
     return this.open(method, args, options, "stream") as ServerStream<T>;
+  }
+
+  /**
+   * Opens a duplex channel registered on the server with `server.channel()`.
+   * Returns at once; messages sent before it is open wait (flow control), and
+   * an open that fails closes it with the error (see `channel.closed`).
+   * `Send` is what this end sends, `Receive` what it reads.
+   */
+  channel<Send = unknown, Receive = unknown>(name: string, options: ChannelOptions = {}): Channel<Send, Receive> {
+    const call = new ChannelCall(name, options, this.window);
+    const problem = this.checkCall(name, [], { ...(options.timeout === undefined ? {} : { timeout: options.timeout }) });
+    if (problem !== undefined) {
+      call.fail(problem);
+      return call.channel as Channel<Send, Receive>;
+    }
+    const started = performance.now();
+    const open = (connection: Connection): void => {
+      if (call.channel.isClosed) return;
+      const streamId = connection.nextStreamId();
+      if (streamId < 0) {
+        this.link.retire(connection);
+        this.connection(name, undefined, options.signal, true, started).then(open, (error: RpcError) => call.fail(error));
+        return;
+      }
+      const left = options.timeout === undefined ? undefined : Math.max(0, options.timeout - (performance.now() - started));
+      try {
+        call.bind(connection, streamId, left);
+      } catch (error) {
+        connection.removeStream(streamId);
+        call.fail(RpcError.from(error, ErrorCode.INVALID_ARGUMENT));
+      }
+    };
+    const ready = this.link.ready;
+    if (ready !== undefined) open(ready);
+    else {
+      const waitForReady = options.waitForReady ?? this.defaults.waitForReady;
+      this.connection(name, options.timeout, options.signal, waitForReady, started).then(open, (error: RpcError) => call.fail(error));
+    }
+    return call.channel as Channel<Send, Receive>;
   }
 
   /** Everything wrong with a call before it starts, or undefined. */

@@ -1,6 +1,6 @@
 import type { MsgpackCodec } from "./msgpack-codec.js";
 import { ErrorCode, RpcError } from "./rpc-error.js";
-import { type CallHead, type Metadata, parseCallHead } from "./wire-messages.js";
+import { type CallHead, type CallKind, type Metadata, parseCallHead } from "./wire-messages.js";
 
 /** The largest timeout that fits the CALL head's uint32. */
 export const MAX_TIMEOUT_MS = 0xffff_ffff;
@@ -17,15 +17,18 @@ export function encodeCallPayload(
   metadata: Metadata | undefined,
   args: readonly unknown[],
   inputArg?: number,
+  kind?: CallKind,
 ): Buffer {
   const head: unknown[] =
-    inputArg !== undefined
-      ? [method, timeoutMs ?? null, metadata ?? null, inputArg]
-      : metadata !== undefined
-        ? [method, timeoutMs ?? null, metadata]
-        : timeoutMs !== undefined
-          ? [method, timeoutMs]
-          : [method];
+    kind !== undefined
+      ? [method, timeoutMs ?? null, metadata ?? null, inputArg ?? null, kind]
+      : inputArg !== undefined
+        ? [method, timeoutMs ?? null, metadata ?? null, inputArg]
+        : metadata !== undefined
+          ? [method, timeoutMs ?? null, metadata]
+          : timeoutMs !== undefined
+            ? [method, timeoutMs]
+            : [method];
   const headBytes = Buffer.from(codec.encodeShared(head));
   const argsBytes = codec.encodeShared(args);
   const payload = Buffer.allocUnsafe(4 + headBytes.length + argsBytes.length);

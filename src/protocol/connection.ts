@@ -119,6 +119,7 @@ export class Connection implements FrameSink, KeepaliveHost {
   private readonly fragmentSize: number;
   private nextLocalStream: number;
   private handshakeTimer: NodeJS.Timeout | undefined;
+  private drained: Promise<void> | undefined;
   /** A graceful end is under way (see {@link end}). */
   private ending = false;
 
@@ -235,6 +236,26 @@ export class Connection implements FrameSink, KeepaliveHost {
     this.writer.writeFrame(FrameType.CREDIT, 0, streamId, encodeCredit(n));
   }
 
+  /**
+   * Resolves once the socket has drained, for senders that must not outrun
+   * it (channel `send()`); undefined when it can take more now. One promise
+   * is shared by all waiters of a drain cycle.
+   */
+  whenWritable(): Promise<void> | undefined {
+    if (!this.socket.writableNeedDrain || this.state === ConnectionState.CLOSED) return undefined;
+    this.drained ??= new Promise<void>((resolve) => {
+      const done = (): void => {
+        this.drained = undefined;
+        this.socket.off("drain", done);
+        this.socket.off("close", done);
+        resolve();
+      };
+      this.socket.on("drain", done);
+      this.socket.on("close", done);
+    });
+    return this.drained;
+  }
+
   /** ITEMs the peer accepts per stream before it grants more. */
   get peerStreamWindow(): number {
     return this.peerLimits?.streamWindow ?? DEFAULT_STREAM_WINDOW;
@@ -248,16 +269,26 @@ export class Connection implements FrameSink, KeepaliveHost {
   /** Sends an ERROR frame on a stream (and drops anything still queued for it). */
   sendError(streamId: number, error: RpcError): void {
     this.writer.dropStream(streamId);
+    this.writer.writeMessage(
+      FrameType.ERROR,
+      streamId,
+      this.errorPayload(error, this.peerLimits?.maxMessageSize ?? HANDSHAKE_MAX_FRAME_SIZE),
+    );
+  }
+
+  /**
+   * An ERROR payload that always encodes and fits `max` bytes: data that
+   * cannot be encoded is dropped and an oversized one cut to code and message.
+   */
+  private errorPayload(error: RpcError, max: number): Uint8Array {
     let payload: Uint8Array;
     try {
       payload = this.codec.encodeShared(errorToBody(error));
     } catch {
-      // The error's data could not be encoded; the code and message still go.
       payload = this.codec.encodeShared([error.code, error.message]);
     }
-    const max = this.peerLimits?.maxMessageSize ?? HANDSHAKE_MAX_FRAME_SIZE;
     if (payload.length > max) payload = this.codec.encodeShared([error.code, error.message.slice(0, 1024)]);
-    this.writer.writeMessage(FrameType.ERROR, streamId, payload);
+    return payload;
   }
 
   /**
@@ -269,10 +300,14 @@ export class Connection implements FrameSink, KeepaliveHost {
     return this.writer.dropStream(streamId);
   }
 
-  /** Abandons a stream: its queued output is dropped and CANCEL is sent. */
-  cancelStream(streamId: number): void {
+  /**
+   * Abandons a stream: its queued output is dropped and CANCEL is sent, with
+   * a channel's close `reason` as its payload when given.
+   */
+  cancelStream(streamId: number, reason?: string): void {
     this.writer.dropStream(streamId);
-    this.sendEmpty(FrameType.CANCEL, streamId);
+    if (reason === undefined || reason === "") this.sendEmpty(FrameType.CANCEL, streamId);
+    else this.writer.writeMessage(FrameType.CANCEL, streamId, this.codec.encodeShared(reason.slice(0, 1024)));
   }
 
   /** Sends the handshake frame (HELLO or WELCOME) and flushes it. */
@@ -308,7 +343,10 @@ export class Connection implements FrameSink, KeepaliveHost {
   fail(error: RpcError): void {
     if (this.state === ConnectionState.CLOSED) return;
     this.decoder.stop();
-    this.writer.writeFrame(FrameType.ERROR, 0, 0, this.codec.encodeShared(errorToBody(error)));
+    // Stream-0 frames are never fragmented: the ERROR must fit one frame the
+    // peer accepts (64 KiB before the handshake).
+    const max = Math.min(this.peerLimits?.maxFrameSize ?? HANDSHAKE_MAX_FRAME_SIZE, HANDSHAKE_MAX_FRAME_SIZE);
+    this.writer.writeFrame(FrameType.ERROR, 0, 0, this.errorPayload(error, max));
     this.writer.flush();
     this.close(error);
   }

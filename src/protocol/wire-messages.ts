@@ -46,7 +46,7 @@ export interface Welcome {
 
 /**
  * The head of a CALL payload, a MessagePack array:
- * `[method, timeoutMs?, metadata?, inputArg?]` (nil or absent for "none").
+ * `[method, timeoutMs?, metadata?, inputArg?, kind?]` (nil or absent for "none").
  * `inputArg` is the index of the argument whose values follow as ITEMs on
  * the call's stream (a client stream); that argument is sent as nil.
  */
@@ -55,7 +55,18 @@ export type CallHead = [
   timeoutMs?: (number & tags.Type<"uint32">) | null,
   metadata?: Metadata | null,
   inputArg?: (number & tags.Type<"uint32"> & tags.Maximum<255>) | null,
+  kind?: CallKind | null,
 ];
+
+/** CALL head `kind`: what the stream opens. Absent or nil means a call. */
+export const CallKind = {
+  /** A method call (unary or streaming). */
+  CALL: 0,
+  /** A duplex channel. */
+  CHANNEL: 1,
+} as const;
+/** One of the {@link CallKind} values. */
+export type CallKind = (typeof CallKind)[keyof typeof CallKind];
 
 /** ERROR payload: `[code, message, data?]`. */
 export type ErrorBody = [code: string, message: string, data?: unknown];

@@ -11,4 +11,6 @@ export const serverChannels = {
   connectionOpen: diagnostics.channel("rapt:server:connection-open"),
   /** `{ connectionId, peer, reason }`: a connection closed. */
   connectionClose: diagnostics.channel("rapt:server:connection-close"),
+  /** `{ peer, listener, code, message, error }`: connection middleware refused a connection. */
+  connectionRefused: diagnostics.channel("rapt:server:connection-refused"),
 } as const;

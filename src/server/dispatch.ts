@@ -1,6 +1,6 @@
 import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
 import { type CallPayload, readCallPayload } from "../protocol/call-payload.js";
-import type { Metadata } from "../protocol/wire-messages.js";
+import { CallKind, type Metadata } from "../protocol/wire-messages.js";
 import type { PeerInfo } from "./call-context.js";
 import type { MethodEntry, Registry } from "./registry.js";
 import { type CallHost, ServerCall } from "./server-call.js";
@@ -30,7 +30,7 @@ export function dispatchCall(host: DispatchHost, streamId: number, payload: Buff
     connection.sendError(streamId, RpcError.from(error, ErrorCode.PROTOCOL_ERROR));
     return;
   }
-  const [method, timeoutMs, metadata, inputArg] = call.head;
+  const [method, timeoutMs, metadata, inputArg, kind] = call.head;
   const entry = host.registry.get(method);
   if (entry === undefined) {
     connection.sendError(streamId, new RpcError(ErrorCode.NOT_FOUND, `method "${method}" is not registered`));
@@ -41,6 +41,14 @@ export function dispatchCall(host: DispatchHost, streamId: number, payload: Buff
       streamId,
       new RpcError(ErrorCode.PERMISSION_DENIED, `method "${method}" is private: callable only from trusted (local) peers`),
     );
+    return;
+  }
+  const wantsChannel = kind === CallKind.CHANNEL;
+  if (wantsChannel !== (entry.kind === "channel")) {
+    const message = wantsChannel
+      ? `"${method}" is a method, not a channel: call it with client.call() or client.stream()`
+      : `"${method}" is a channel: open it with client.channel()`;
+    connection.sendError(streamId, new RpcError(ErrorCode.FAILED_PRECONDITION, message));
     return;
   }
   if (connection.streamCount >= connection.limits.maxConcurrentStreams) {
@@ -74,6 +82,11 @@ export function dispatchCall(host: DispatchHost, streamId: number, payload: Buff
   const serverCall = new ServerCall(host, streamId, method, metadata ?? NO_METADATA, timeoutMs ?? undefined);
   connection.addStream(streamId, serverCall);
   if (inputArg !== undefined && inputArg !== null) args[inputArg] = serverCall.attachInput();
+  if (wantsChannel) {
+    // A channel handler gets the channel; arguments sent with the open are ignored.
+    args.length = 0;
+    args.push(serverCall.attachChannel());
+  }
   if (timeoutMs === 0) {
     serverCall.fail(new RpcError(ErrorCode.DEADLINE_EXCEEDED, `${method}: deadline already exceeded on arrival`));
     return;

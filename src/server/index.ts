@@ -1,7 +1,25 @@
 export { Server, type ServerOptions, type CloseOptions, type ServerHook, type ServerHookName } from "./server.js";
 export type { CallContext, PeerInfo } from "./call-context.js";
 export { isLoopbackPeer } from "./call-context.js";
-export type { Handler, RegisterOptions, RegisterServiceOptions } from "./registry.js";
+export type { ChannelHandler, Handler, RegisterOptions, RegisterServiceOptions } from "./registry.js";
+export type { Channel, ChannelClose } from "../protocol/channel.js";
 export type { ArgumentValidator, StandardSchemaV1 } from "./argument-validator.js";
 export { serverChannels } from "./diagnostics.js";
 export { RpcError, ErrorCode } from "../protocol/rpc-error.js";
+export {
+  type ConnectionMiddleware,
+  type IncomingConnection,
+  type ConnectionRefusedMessage,
+  connectionRefusedChannel,
+} from "./connection-middleware.js";
+export {
+  connLimit,
+  type ConnLimit,
+  type ConnLimitOptions,
+  ipMaxConn,
+  type IpMaxConn,
+  type IpMaxConnOptions,
+  ipFilter,
+  type IpFilter,
+  type IpFilterOptions,
+} from "../plugin/index.js";

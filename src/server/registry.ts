@@ -1,5 +1,6 @@
 import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
 import { type ArgumentValidator, type CompiledValidator, compileValidator } from "./argument-validator.js";
+import type { Channel } from "../protocol/channel.js";
 import type { CallContext } from "./call-context.js";
 
 /**
@@ -27,9 +28,18 @@ export interface RegisterServiceOptions {
   private?: boolean;
 }
 
-/** One registered method. */
+/**
+ * A channel handler: gets the {@link CallContext} as `this` and the open
+ * channel; the channel closes (normally) when it returns, or with its error
+ * when it throws, unless it was closed before.
+ */
+export type ChannelHandler<Send = unknown, Receive = unknown> = (this: CallContext, channel: Channel<Send, Receive>) => unknown;
+
+/** One registered method or channel. */
 export interface MethodEntry {
   readonly name: string;
+  /** A method (unary or streaming) or a duplex channel. */
+  readonly kind: "method" | "channel";
   readonly fn: (...args: unknown[]) => unknown;
   readonly validate: CompiledValidator | undefined;
   readonly private: boolean;
@@ -54,6 +64,12 @@ export class Registry {
     this.methods.set(name, this.entry(name, fn, options));
   }
 
+  /** Registers a duplex channel handler under `name` (the same namespace as methods). */
+  addChannel(name: string, handler: ChannelHandler, options: Pick<RegisterOptions, "private"> = {}): void {
+    const entry = this.entry(name, handler as unknown as Handler, { private: options.private === true });
+    this.methods.set(name, { ...entry, kind: "channel" });
+  }
+
   /** Checks one registration and builds its entry; throws without changing the registry. */
   private entry(name: string, fn: Handler, options: RegisterOptions): MethodEntry {
     if (!NAME.test(name) || name.length > 256) {
@@ -66,6 +82,7 @@ export class Registry {
     if (this.methods.has(name)) throw new RpcError(ErrorCode.ALREADY_EXISTS, `method "${name}" is already registered`);
     return {
       name,
+      kind: "method",
       fn: fn as unknown as (...args: unknown[]) => unknown,
       validate: options.validate === undefined ? undefined : compileValidator(options.validate),
       private: options.private === true,

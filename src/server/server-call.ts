@@ -1,5 +1,6 @@
 import { decodeCredit } from "../protocol/credit.js";
 import { FrameType, frameTypeName } from "../protocol/frame.js";
+import { Channel } from "../protocol/channel.js";
 import { InboundStream } from "../protocol/inbound-stream.js";
 import { OutboundPump, type PumpSink } from "../protocol/outbound-pump.js";
 import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
@@ -39,6 +40,7 @@ export class ServerCall implements CallContext, StreamReceiver, PumpSink {
   private done = false;
   private input: InboundStream | undefined;
   private pump: OutboundPump | undefined;
+  private channel: Channel | undefined;
 
   constructor(host: CallHost, streamId: number, method: string, metadata: Metadata, timeoutMs: number | undefined) {
     this.host = host;
@@ -99,9 +101,38 @@ export class ServerCall implements CallContext, StreamReceiver, PumpSink {
     return this.input;
   }
 
+  /** The channel a channel handler receives; this call carries its frames. */
+  attachChannel(): Channel {
+    const connection = this.host.connection;
+    const streamId = this.streamId;
+    const channel = new Channel(this.method, connection.streamWindow);
+    channel.attach(
+      {
+        item: (value) => connection.sendValue(FrameType.ITEM, streamId, value),
+        end: () => connection.sendEmpty(FrameType.END, streamId),
+        credit: (n) => connection.sendCredit(streamId, n),
+        // The server's final frame: RESULT carrying the reason.
+        close: (reason) => {
+          if (this.done) return;
+          this.finish();
+          connection.sendValue(FrameType.RESULT, streamId, reason);
+        },
+        whenWritable: () => connection.whenWritable(),
+      },
+      connection.peerStreamWindow,
+    );
+    this.channel = channel;
+    return channel;
+  }
+
   /** Sends the handler's result: an async iterable is streamed out as items. */
   succeed(value: unknown): void {
     if (this.done) return;
+    if (this.channel !== undefined) {
+      // The handler returned: the channel closes normally unless it already has.
+      this.channel.close();
+      return;
+    }
     if (typeof value === "object" && value !== null && Symbol.asyncIterator in value) {
       this.pump = new OutboundPump(this, value as AsyncIterable<unknown>, this.host.connection.peerStreamWindow);
       void this.pump.run();
@@ -154,32 +185,44 @@ export class ServerCall implements CallContext, StreamReceiver, PumpSink {
         const reason = new RpcError(ErrorCode.CANCELLED, `${this.method}: cancelled by the caller`);
         this.abort(reason);
         this.finish();
+        const channel = this.channel;
+        if (channel !== undefined) {
+          // A client closing its channel: the reason, if any, is the payload.
+          channel.closeFromRemote({ reason: this.closeReason(payload), by: "remote" });
+          return;
+        }
         this.stopStreams(reason);
         return;
       }
       case FrameType.CREDIT:
         try {
-          this.pump?.grant(decodeCredit(payload));
+          const n = decodeCredit(payload);
+          this.pump?.grant(n);
+          this.channel?.grant(n);
         } catch (error) {
           this.violation(error as RpcError);
         }
         return;
-      case FrameType.ITEM:
-        if (this.input === undefined) break;
+      case FrameType.ITEM: {
+        const receiver = this.input ?? this.channel;
+        if (receiver === undefined) break;
         try {
-          if (!this.input.push(this.host.connection.codec.decode(payload))) {
+          const value = this.host.connection.codec.decode(payload);
+          if (!(receiver instanceof Channel ? receiver.receive(value) : receiver.push(value))) {
             this.violation(new RpcError(ErrorCode.PROTOCOL_ERROR, `${this.method}: ITEM sent without credit`));
           }
         } catch (error) {
           this.violation(RpcError.from(error, ErrorCode.PROTOCOL_ERROR));
         }
         return;
+      }
       case FrameType.END:
-        if (this.input === undefined) break;
-        this.input.end();
+        if (this.channel !== undefined) this.channel.receiveEnd();
+        else if (this.input !== undefined) this.input.end();
+        else break;
         return;
     }
-    const streaming = this.input === undefined ? "a call without a client stream" : "this call";
+    const streaming = this.input === undefined && this.channel === undefined ? "a call without a client stream" : "this call";
     this.violation(new RpcError(ErrorCode.PROTOCOL_ERROR, `${this.method}: unexpected ${frameTypeName(type)} frame on ${streaming}`));
   }
 
@@ -187,7 +230,17 @@ export class ServerCall implements CallContext, StreamReceiver, PumpSink {
     this.abort(error);
     this.done = true;
     clearTimeout(this.timer);
-    this.stopStreams(error);
+    this.stopStreams(error, "remote");
+  }
+
+  private closeReason(payload: Buffer): string {
+    if (payload.length === 0) return "";
+    try {
+      const reason = this.host.connection.codec.decode(payload);
+      return typeof reason === "string" ? reason : "";
+    } catch {
+      return "";
+    }
   }
 
   /** The caller broke the protocol on this stream: the handler is aborted and the caller told. */
@@ -196,9 +249,10 @@ export class ServerCall implements CallContext, StreamReceiver, PumpSink {
     this.fail(error);
   }
 
-  private stopStreams(reason: RpcError): void {
+  private stopStreams(reason: RpcError, by: "local" | "remote" = "local"): void {
     this.pump?.stop(reason);
     this.input?.fail(reason);
+    this.channel?.closeFromRemote({ reason: reason.message, error: reason, by });
   }
 
   /**

@@ -1,11 +1,23 @@
 import { randomUUID } from "node:crypto";
 import type { Socket } from "node:net";
-import { Connection, ConnectionState, type ConnectionOptions, type ConnectionOwner } from "../protocol/connection.js";
+import {
+  Connection,
+  ConnectionState,
+  type ConnectionOptions,
+  type ConnectionOwner,
+  HANDSHAKE_MAX_FRAME_SIZE,
+} from "../protocol/connection.js";
 import type { Endpoint } from "../protocol/endpoint.js";
 import { FrameType, frameTypeName } from "../protocol/frame.js";
 import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
-import { type Metadata, PROTOCOL_VERSION, SUPPORTED_VERSIONS, type Welcome, parseHello } from "../protocol/wire-messages.js";
+import { type Metadata, PROTOCOL_VERSION, SUPPORTED_VERSIONS, type Welcome, errorToBody, parseHello } from "../protocol/wire-messages.js";
 import type { PeerInfo } from "./call-context.js";
+import {
+  type ConnectionMiddleware,
+  type ConnectionRefusedMessage,
+  IncomingConnectionState,
+  connectionRefusedChannel,
+} from "./connection-middleware.js";
 import { serverChannels } from "./diagnostics.js";
 import { type DispatchHost, dispatchCall } from "./dispatch.js";
 import type { Registry } from "./registry.js";
@@ -16,6 +28,8 @@ export interface ServerConnectionConfig {
   readonly connectionOptions: Omit<ConnectionOptions, "role">;
   readonly exposeErrors: boolean;
   readonly trustedPeer: (peer: PeerInfo) => boolean;
+  /** The server's connection middleware (a live list: each connection takes a copy when accepted). */
+  readonly connectionMiddleware: readonly ConnectionMiddleware[];
   /** Called once the connection has closed. */
   readonly onClose: (connection: ServerConnection) => void;
 }
@@ -40,17 +54,75 @@ export function peerOf(socket: Socket, listening: Endpoint): PeerInfo | undefine
   };
 }
 
-/** The server's side of one accepted socket: answers HELLO, then dispatches calls. */
+/**
+ * The server's side of one accepted socket: runs the connection middleware,
+ * answers HELLO, then dispatches calls.
+ */
 export class ServerConnection implements ConnectionOwner, DispatchHost {
   readonly connection: Connection;
   readonly peer: PeerInfo;
   connectionMetadata: Metadata = EMPTY;
   private readonly config: ServerConnectionConfig;
+  /** Present while (and after) the connection middleware runs; undefined when the server has none. */
+  private readonly incoming: IncomingConnectionState | undefined;
 
-  constructor(socket: Socket, config: ServerConnectionConfig, peer: PeerInfo) {
+  /** `listener` is the address the socket came in on, as `Server.addresses` lists it. */
+  constructor(socket: Socket, config: ServerConnectionConfig, peer: PeerInfo, listener: string) {
     this.config = config;
     this.peer = peer;
+    const chain = config.connectionMiddleware.length > 0 ? [...config.connectionMiddleware] : undefined;
+    // Paused before the Connection subscribes to "data", which then does not
+    // resume it: the HELLO (and anything after it) waits in the socket until
+    // the chain has admitted the connection. The handshake timer runs from
+    // now, so it also closes connections whose middleware never finishes.
+    if (chain !== undefined) socket.pause();
     this.connection = new Connection(socket, this, { ...config.connectionOptions, role: "server" });
+    if (chain !== undefined) {
+      this.incoming = new IncomingConnectionState(socket, peer, listener);
+      this.admit(chain, this.incoming).catch((error: unknown) => {
+        this.connection.close(RpcError.from(error, ErrorCode.INTERNAL));
+      });
+    }
+  }
+
+  /** Runs the connection middleware; reads the socket if admitted, refuses the connection otherwise. */
+  private async admit(chain: ConnectionMiddleware[], incoming: IncomingConnectionState): Promise<void> {
+    const outcome = await incoming.run(chain, this.config.exposeErrors);
+    // Closed meanwhile (handshake timeout, server shutdown, socket error): nothing to decide.
+    if (outcome !== undefined && this.connection.state !== ConnectionState.CLOSED) {
+      const { refusal, thrown } = outcome;
+      if (connectionRefusedChannel.hasSubscribers) {
+        const message: ConnectionRefusedMessage = {
+          peer: this.peer,
+          listener: incoming.listener,
+          code: refusal.code,
+          message: refusal.message,
+          error: thrown,
+        };
+        connectionRefusedChannel.publish(message);
+      }
+      this.connection.fail(this.encodable(refusal));
+    }
+    // Admitted: the HELLO is read now. Refused or closed: what the client sent
+    // is read and discarded (the decoder has stopped), so the socket closes
+    // with a FIN, not with a reset over unread data.
+    this.connection.socket.resume();
+  }
+
+  /**
+   * `error` as one ERROR frame can carry it before the handshake: without
+   * `data` that MessagePack cannot encode, and with the message cut to 1024
+   * characters when the frame would pass the handshake frame limit.
+   */
+  private encodable(error: RpcError): RpcError {
+    let size: number;
+    try {
+      size = this.connection.codec.encodeShared(errorToBody(error)).length;
+    } catch {
+      return new RpcError(error.code, error.message);
+    }
+    if (size <= HANDSHAKE_MAX_FRAME_SIZE) return error;
+    return new RpcError(error.code, error.message.slice(0, 1024));
   }
 
   get registry(): Registry {
@@ -106,5 +178,12 @@ export class ServerConnection implements ConnectionOwner, DispatchHost {
       serverChannels.connectionClose.publish({ connectionId: this.connection.id, peer: this.peer, reason });
     }
     this.config.onClose(this);
+    if (this.incoming !== undefined) {
+      // Closed while the chain may still run (handshake timeout, shutdown):
+      // read and discard what is pending so the peer's FIN is seen and the
+      // socket closes now, not when the close grace runs out.
+      this.connection.socket.resume();
+      this.incoming.markClosed(reason);
+    }
   }
 }

@@ -7,7 +7,8 @@ import type { CodecLimits } from "../protocol/msgpack-codec.js";
 import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
 import type { Limits } from "../protocol/wire-messages.js";
 import { type PeerInfo, isLoopbackPeer } from "./call-context.js";
-import { type Handler, type RegisterOptions, type RegisterServiceOptions, Registry } from "./registry.js";
+import type { ConnectionMiddleware } from "./connection-middleware.js";
+import { type ChannelHandler, type Handler, type RegisterOptions, type RegisterServiceOptions, Registry } from "./registry.js";
 import { ServerConnection, type ServerConnectionConfig, peerOf } from "./server-connection.js";
 
 /** Lifecycle hook names, as rap's start and stop events. */
@@ -37,6 +38,12 @@ export interface ServerOptions {
   codec?: CodecLimits;
   /** Lifecycle hooks, awaited in order of registration. */
   hooks?: Partial<Record<ServerHookName, ServerHook>>;
+  /**
+   * Connection middleware, run in order on every accepted connection before
+   * its handshake; see {@link ConnectionMiddleware} and
+   * {@link Server.useConnection}. Default none.
+   */
+  connectionMiddleware?: readonly ConnectionMiddleware[];
 }
 
 /** Options of {@link Server.close}. */
@@ -52,6 +59,11 @@ interface Listener {
   address: string;
 }
 
+/** The listener a socket came in on, as its address will be listed once bound. */
+interface ListenerAddress {
+  address: string;
+}
+
 /**
  * A rapt server: a registry of functions served on any number of TCP and
  * Unix socket listeners. Calls arrive multiplexed on each connection.
@@ -60,6 +72,7 @@ export class Server {
   private readonly registry = new Registry();
   private readonly listeners: Listener[] = [];
   private readonly connections = new Set<ServerConnection>();
+  private readonly connectionMiddleware: ConnectionMiddleware[] = [];
   private readonly hooks: Record<ServerHookName, ServerHook[]> = {
     beforeStart: [],
     afterStart: [],
@@ -85,9 +98,27 @@ export class Server {
       },
       exposeErrors: options.exposeErrors === true,
       trustedPeer: options.trustedPeer ?? isLoopbackPeer,
+      connectionMiddleware: this.connectionMiddleware,
       onClose: (connection) => this.forget(connection),
     };
     for (const [name, hook] of Object.entries(options.hooks ?? {})) this.hook(name as ServerHookName, hook);
+    for (const middleware of options.connectionMiddleware ?? []) this.useConnection(middleware);
+  }
+
+  /**
+   * Adds a connection middleware after those already added (the
+   * `connectionMiddleware` option's come first). It runs on connections
+   * accepted from now on, before their handshake: it admits a connection by
+   * calling `next()` and refuses it by throwing an RpcError, which the client
+   * receives as the ERROR that closes the connection. See
+   * {@link ConnectionMiddleware}.
+   */
+  useConnection(middleware: ConnectionMiddleware): this {
+    if (typeof middleware !== "function") {
+      throw new RpcError(ErrorCode.INVALID_ARGUMENT, "connection middleware must be a function (conn, next) => ...");
+    }
+    this.connectionMiddleware.push(middleware);
+    return this;
   }
 
   /**
@@ -100,6 +131,20 @@ export class Server {
   register(name: string, target: Handler | object, options?: RegisterOptions | RegisterServiceOptions): this {
     if (typeof target === "function") this.registry.addFunction(name, target as Handler, options as RegisterOptions);
     else this.registry.addService(name, target, options as RegisterServiceOptions);
+    return this;
+  }
+
+  /**
+   * Registers a duplex channel under `name`, opened by clients with
+   * `client.channel(name)`. The handler gets its CallContext as `this` and
+   * the channel (`Send` is what the server sends); see {@link ChannelHandler}.
+   */
+  channel<Send = unknown, Receive = unknown>(
+    name: string,
+    handler: ChannelHandler<Send, Receive>,
+    options: { private?: boolean } = {},
+  ): this {
+    this.registry.addChannel(name, handler as unknown as ChannelHandler, options);
     return this;
   }
 
@@ -120,7 +165,7 @@ export class Server {
     return this.listeners.map((l) => l.address);
   }
 
-  /** Open connections (including those still in their handshake). */
+  /** Open connections (including those still in their handshake or their connection middleware). */
   get connectionCount(): number {
     return this.connections.size;
   }
@@ -187,13 +232,13 @@ export class Server {
     if (this.connections.size === 0) this.drained?.();
   }
 
-  private accept(socket: Socket, listening: Endpoint): void {
+  private accept(socket: Socket, listening: Endpoint, listener: ListenerAddress): void {
     const peer = peerOf(socket, listening);
     if (this.state !== "started" || peer === undefined) {
       socket.destroy();
       return;
     }
-    this.connections.add(new ServerConnection(socket, this.config, peer));
+    this.connections.add(new ServerConnection(socket, this.config, peer, listener.address));
   }
 
   /**
@@ -242,7 +287,8 @@ export class Server {
 
   private tryListen(endpoint: Endpoint): Promise<Listener> {
     return new Promise((resolve, reject) => {
-      const server = createServer({ noDelay: true }, (socket) => this.accept(socket, endpoint));
+      const listener: ListenerAddress = { address: formatEndpoint(endpoint) };
+      const server = createServer({ noDelay: true }, (socket) => this.accept(socket, endpoint, listener));
       server.once("error", (error: NodeJS.ErrnoException) => {
         const where = formatEndpoint(endpoint);
         reject(
@@ -258,6 +304,7 @@ export class Server {
           typeof bound === "string" || bound === null
             ? formatEndpoint(endpoint)
             : formatEndpoint({ host: bound.address, port: bound.port });
+        listener.address = address;
         resolve({ server, address });
       };
       if ("path" in endpoint) server.listen(endpoint.path, onListening);

@@ -95,6 +95,15 @@ describe("examples", () => {
     );
   });
 
+  it("chat example broadcasts over channels and closes them", async () => {
+    const r = run("chat");
+    assert.equal(await r.exited, 0, r.output());
+    assert.equal(
+      r.output(),
+      ["ada sees ada: hello", "ada sees bob: hi ada", "bob sees bob: hi ada", "ada's channel closed: ada left", ""].join("\n"),
+    );
+  });
+
   it("unary client talks to unary server, which stops on SIGTERM", async () => {
     const server = run("unary-server", ["127.0.0.1:0"]);
     try {

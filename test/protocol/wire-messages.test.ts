@@ -144,6 +144,9 @@ describe("parseCallHead", () => {
       ["m", null, null, 0],
       ["m", 5, {}, 255],
       ["m", null, null, null],
+      // A channel open, and an explicit plain call.
+      ["chat", null, null, null, 1],
+      ["m", 10, {}, null, 0],
       ["x".repeat(256)],
       // 256 UTF-16 code units (128 surrogate pairs).
       ["\u{1F600}".repeat(128)],
@@ -156,7 +159,8 @@ describe("parseCallHead", () => {
       ["not an array", "m", "$input"],
       ["a map", { method: "m" }, "$input"],
       ["empty array", [], "$input"],
-      ["too many elements", ["m", 1, {}, 0, "extra"], "$input"],
+      ["too many elements", ["m", 1, {}, 0, 1, "extra"], "$input"],
+      ["unknown kind", ["m", null, null, null, 2], "$input[4]"],
       ["streamed argument not an index", ["m", 1, {}, "extra"], "$input[3]"],
       ["streamed argument past 255", ["m", null, null, 256], "$input[3]"],
       ["numeric method", [5], "$input[0]"],
