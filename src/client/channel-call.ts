@@ -43,7 +43,7 @@ export class ChannelCall implements StreamReceiver {
   }
 
   /** Sends the open and attaches the channel to `connection`. */
-  bind(connection: Connection, streamId: number, timeout: number | undefined): void {
+  bind(connection: Connection, streamId: number, timeout: number | undefined, session?: number): void {
     if (this.channel.isClosed) return;
     const metadata = this.options.metadata === undefined ? undefined : assertMetadata(this.options.metadata);
     const payload = encodeCallPayload(
@@ -54,6 +54,7 @@ export class ChannelCall implements StreamReceiver {
       [],
       undefined,
       CallKind.CHANNEL,
+      session,
     );
     this.connection = connection;
     this.streamId = streamId;

@@ -8,7 +8,10 @@ import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
 import { DEFAULT_STREAM_WINDOW, type Limits, type Metadata, assertMetadata } from "../protocol/wire-messages.js";
 import type { BackoffOptions } from "./backoff.js";
 import type { CallOptions } from "./call-options.js";
-import { EndpointConnection, type Waiter } from "./endpoint-connection.js";
+import { ConnectionPool, type PoolOptions } from "./connection-pool.js";
+import type { Waiter } from "./endpoint-connection.js";
+import { type Picker, leastLoaded, roundRobin } from "./picker.js";
+import { SessionPin, activeSession, runInSession } from "./session.js";
 import { LongTimer } from "./long-timer.js";
 import type { Channel } from "../protocol/channel.js";
 import { ChannelCall, type ChannelOptions } from "./channel-call.js";
@@ -36,17 +39,44 @@ export interface ClientOptions {
   fragmentSize?: number;
   /** MessagePack decode limits. */
   codec?: CodecLimits;
+  /** Connections per endpoint; see {@link PoolOptions}. Default one connection per endpoint. */
+  pool?: PoolOptions;
+  /**
+   * How a call's connection is chosen among the open ones: "round-robin",
+   * "least-loaded" (power of two choices by in-flight calls times ping RTT),
+   * or a {@link Picker} function. Default "round-robin".
+   */
+  picker?: "round-robin" | "least-loaded" | Picker;
 }
 
 /**
- * A rapt client for one endpoint. Calls made concurrently share one
- * connection; a lost connection rejects its calls with UNAVAILABLE at once and
- * is re-established in the background with backoff.
+ * A client session (`client.session(fn)`): every call, stream and channel
+ * made through it, or implicitly by code running inside `fn`, goes to one
+ * connection, and the server sees the session (`this.session`) on each.
+ */
+export interface Session {
+  /** The session id the server sees. */
+  readonly id: string;
+  /** The id of the connection the session is pinned to. */
+  readonly connectionId: string;
+  call<R = unknown>(method: string, args?: readonly unknown[], options?: CallOptions): Promise<R>;
+  stream<T = unknown>(method: string, args?: readonly unknown[], options?: CallOptions): ServerStream<T>;
+  channel<Send = unknown, Receive = unknown>(name: string, options?: ChannelOptions): Channel<Send, Receive>;
+  proxy<T>(group?: string, options?: CallOptions): ServiceProxy<T>;
+}
+
+/**
+ * A rapt client for one or more endpoints. Calls made concurrently share a
+ * pool of connections (one per endpoint by default); a lost connection
+ * rejects its calls with UNAVAILABLE at once and is re-established in the
+ * background with backoff, while calls go to the endpoints still up.
  */
 export class Client {
-  /** The endpoint, as `host:port` or `unix:/path`. */
+  /** The first endpoint, as `host:port` or `unix:/path`. */
   readonly endpoint: string;
-  private readonly link: EndpointConnection;
+  /** Every endpoint, in the form {@link endpoint} has. */
+  readonly endpoints: readonly string[];
+  private readonly link: ConnectionPool;
   private readonly defaults: { timeout: number | undefined; waitForReady: boolean };
   private closed = false;
   private readonly proxyTarget: ProxyTarget = {
@@ -63,30 +93,46 @@ export class Client {
     },
   };
 
-  constructor(endpoint: string | Endpoint, options: ClientOptions = {}) {
-    const parsed = parseEndpoint(endpoint);
-    this.endpoint = formatEndpoint(parsed);
+  constructor(endpoints: string | Endpoint | ReadonlyArray<string | Endpoint>, options: ClientOptions = {}) {
+    const list = Array.isArray(endpoints) ? (endpoints as ReadonlyArray<string | Endpoint>) : [endpoints as string | Endpoint];
+    if (list.length === 0) throw new RpcError(ErrorCode.INVALID_ARGUMENT, "a client needs at least one endpoint");
+    const parsed = list.map((e) => parseEndpoint(e));
+    this.endpoints = parsed.map(formatEndpoint);
+    this.endpoint = this.endpoints[0] as string;
     const keepalive = options.keepalive === false ? false : { ...DEFAULT_KEEPALIVE, ...options.keepalive };
     if (options.metadata !== undefined) assertMetadata(options.metadata);
     const limits = { ...DEFAULT_LIMITS, ...options.limits };
     this.window = limits.streamWindow ?? DEFAULT_STREAM_WINDOW;
-    this.link = new EndpointConnection(parsed, {
-      connection: {
-        limits,
-        keepalive,
-        handshakeTimeout: options.connectTimeout ?? 10_000,
-        ...(options.fragmentSize === undefined ? {} : { fragmentSize: options.fragmentSize }),
-        ...(options.codec === undefined ? {} : { codec: options.codec }),
+    this.link = new ConnectionPool(
+      parsed,
+      {
+        connection: {
+          limits,
+          keepalive,
+          handshakeTimeout: options.connectTimeout ?? 10_000,
+          ...(options.fragmentSize === undefined ? {} : { fragmentSize: options.fragmentSize }),
+          ...(options.codec === undefined ? {} : { codec: options.codec }),
+        },
+        metadata: options.metadata,
+        backoff: options.reconnect ?? {},
       },
-      metadata: options.metadata,
-      backoff: options.reconnect ?? {},
-    });
+      options.pool ?? {},
+      pickerOf(options.picker),
+    );
     this.defaults = { timeout: options.timeout, waitForReady: options.waitForReady === true };
   }
 
-  /** The connection id the server assigned, or undefined while not connected. */
+  /**
+   * The id the server assigned to the connection a call would use now (the
+   * session's, inside a session), or undefined while not connected.
+   */
   get connectionId(): string | undefined {
-    return this.link.ready?.id;
+    return this.pinned()?.connection.id ?? this.link.ready?.id;
+  }
+
+  /** Ids of every open connection of the pool. */
+  get connectionIds(): string[] {
+    return this.link.openConnections.map((connection) => connection.id);
   }
 
   /** Last keepalive round-trip time in ms, if measured. */
@@ -109,7 +155,62 @@ export class Client {
     if (invalid !== undefined) return Promise.reject(invalid);
     if (args.some(isStreamSource)) return this.open(method, args, options, "unary").result() as Promise<R>;
     const timeout = options.timeout ?? this.defaults.timeout;
+    const pin = this.pinned();
+    if (pin !== undefined) {
+      const unusable = pin.unusable;
+      if (unusable !== undefined) return Promise.reject(unusable);
+      // Pinned calls are not retried elsewhere: that would leave the session.
+      return this.start(pin.connection, method, args, timeout, timeout, options, undefined, pin.streamId) as Promise<R>;
+    }
     return this.dispatch(method, args, options, timeout, timeout, this.retrier) as Promise<R>;
+  }
+
+  /**
+   * Runs `fn` in a session: every call, stream and channel made through the
+   * session object, or by any code `fn` runs (through awaits, via
+   * AsyncLocalStorage, as rap's contextvars), goes to one connection, and
+   * the server sees the session on each call (`this.session`, with state it
+   * keeps until the session ends). The session ends when `fn` settles; if
+   * its connection is lost, its calls fail with UNAVAILABLE.
+   */
+  async session<T>(
+    fn: (session: Session) => T | Promise<T>,
+    options: Pick<CallOptions, "timeout" | "signal" | "waitForReady"> = {},
+  ): Promise<T> {
+    if (this.closed) throw new RpcError(ErrorCode.UNAVAILABLE, "session: client is closed");
+    const outer = this.pinned();
+    const connection =
+      outer !== undefined && outer.unusable === undefined
+        ? outer.connection
+        : await this.connection(
+            "session",
+            options.timeout ?? this.defaults.timeout,
+            options.signal,
+            options.waitForReady ?? this.defaults.waitForReady,
+            performance.now(),
+          );
+    const pin = new SessionPin(this, connection);
+    const inSession = <R>(run: () => R): R => runInSession(pin, run);
+    const target: ProxyTarget = { open: (method, args, o) => inSession(() => this.open(method, args, o ?? {}, "dual")) };
+    const session: Session = {
+      id: pin.id,
+      connectionId: connection.id,
+      call: (method, args, o) => inSession(() => this.call(method, args, o)),
+      stream: (method, args, o) => inSession(() => this.stream(method, args, o)),
+      channel: (name, o) => inSession(() => this.channel(name, o)),
+      proxy: (group = "", o) => createProxy(target, group, o),
+    };
+    try {
+      return await runInSession(pin, () => fn(session));
+    } finally {
+      pin.end();
+    }
+  }
+
+  /** The session this client's call is made in (AsyncLocalStorage), if any. */
+  private pinned(): SessionPin | undefined {
+    const pin = activeSession();
+    return pin !== undefined && pin.owner === this ? pin : undefined;
   }
 
   /**
@@ -148,12 +249,19 @@ export class Client {
       }
       const left = options.timeout === undefined ? undefined : Math.max(0, options.timeout - (performance.now() - started));
       try {
-        call.bind(connection, streamId, left);
+        call.bind(connection, streamId, left, pin?.streamId);
       } catch (error) {
         connection.removeStream(streamId);
         call.fail(RpcError.from(error, ErrorCode.INVALID_ARGUMENT));
       }
     };
+    const pin = this.pinned();
+    if (pin !== undefined) {
+      const unusable = pin.unusable;
+      if (unusable !== undefined) call.fail(unusable);
+      else open(pin.connection);
+      return call.channel as Channel<Send, Receive>;
+    }
     const ready = this.link.ready;
     if (ready !== undefined) open(ready);
     else {
@@ -197,6 +305,16 @@ export class Client {
     }
     if (problem !== undefined) {
       call.reject(problem);
+      return call;
+    }
+    const pin = this.pinned();
+    if (pin !== undefined) {
+      const unusable = pin.unusable;
+      if (unusable !== undefined) call.reject(unusable);
+      else {
+        call.session = pin.streamId;
+        this.bindStreaming(pin.connection, call);
+      }
       return call;
     }
     const ready = this.link.ready;
@@ -289,9 +407,12 @@ export class Client {
     totalTimeout: number | undefined,
     options: CallOptions,
     retrier: UnprocessedRetry | undefined,
+    session?: number,
   ): Promise<unknown> {
     const streamId = connection.nextStreamId();
     if (streamId < 0) {
+      if (session !== undefined)
+        return Promise.reject(new RpcError(ErrorCode.UNAVAILABLE, `${method}: the session's connection has no stream ids left`));
       this.link.retire(connection);
       return this.dispatch(method, args, options, timeout, totalTimeout, retrier);
     }
@@ -305,7 +426,7 @@ export class Client {
     try {
       const metadata = options.metadata === undefined ? undefined : assertMetadata(options.metadata);
       const timeoutMs = timeout === undefined ? undefined : Math.ceil(timeout);
-      payload = encodeCallPayload(connection.codec, method, timeoutMs, metadata, args);
+      payload = encodeCallPayload(connection.codec, method, timeoutMs, metadata, args, undefined, undefined, session);
     } catch (error) {
       return Promise.reject(RpcError.from(error, ErrorCode.INVALID_ARGUMENT));
     }
@@ -365,4 +486,11 @@ export class Client {
       this.link.wait(waiter);
     });
   }
+}
+
+function pickerOf(choice: ClientOptions["picker"]): Picker {
+  if (typeof choice === "function") return choice;
+  if (choice === undefined || choice === "round-robin") return roundRobin();
+  if (choice === "least-loaded") return leastLoaded();
+  throw new RpcError(ErrorCode.INVALID_ARGUMENT, `unknown picker "${String(choice)}": use "round-robin", "least-loaded" or a function`);
 }

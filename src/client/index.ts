@@ -1,4 +1,6 @@
-export { Client, type ClientOptions } from "./client.js";
+export { Client, type ClientOptions, type Session } from "./client.js";
+export type { PoolOptions } from "./connection-pool.js";
+export { type Picker, roundRobin, leastLoaded, connectionLoad } from "./picker.js";
 export type { CallOptions } from "./call-options.js";
 export type { ServiceProxy, WireValue } from "./proxy.js";
 export type { ServerStream } from "./streaming-call.js";

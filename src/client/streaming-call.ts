@@ -50,6 +50,8 @@ export class StreamingCall implements StreamReceiver, PumpSink, ServerStream<unk
   private onAbort: (() => void) | undefined;
 
   private readonly window: number;
+  /** The session stream this call belongs to, if any; set before {@link bind}. */
+  session: number | undefined;
 
   /** `window` is this side's stream window: items the server may send before a grant. */
   constructor(
@@ -115,6 +117,8 @@ export class StreamingCall implements StreamReceiver, PumpSink, ServerStream<unk
       metadata,
       sent,
       this.inputArg,
+      undefined,
+      this.session,
     );
     this.connection = connection;
     this.streamId = streamId;

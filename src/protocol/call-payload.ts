@@ -18,17 +18,20 @@ export function encodeCallPayload(
   args: readonly unknown[],
   inputArg?: number,
   kind?: CallKind,
+  session?: number,
 ): Buffer {
   const head: unknown[] =
-    kind !== undefined
-      ? [method, timeoutMs ?? null, metadata ?? null, inputArg ?? null, kind]
-      : inputArg !== undefined
-        ? [method, timeoutMs ?? null, metadata ?? null, inputArg]
-        : metadata !== undefined
-          ? [method, timeoutMs ?? null, metadata]
-          : timeoutMs !== undefined
-            ? [method, timeoutMs]
-            : [method];
+    session !== undefined
+      ? [method, timeoutMs ?? null, metadata ?? null, inputArg ?? null, kind ?? null, session]
+      : kind !== undefined
+        ? [method, timeoutMs ?? null, metadata ?? null, inputArg ?? null, kind]
+        : inputArg !== undefined
+          ? [method, timeoutMs ?? null, metadata ?? null, inputArg]
+          : metadata !== undefined
+            ? [method, timeoutMs ?? null, metadata]
+            : timeoutMs !== undefined
+              ? [method, timeoutMs]
+              : [method];
   const headBytes = Buffer.from(codec.encodeShared(head));
   const argsBytes = codec.encodeShared(args);
   const payload = Buffer.allocUnsafe(4 + headBytes.length + argsBytes.length);

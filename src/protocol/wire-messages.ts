@@ -46,7 +46,7 @@ export interface Welcome {
 
 /**
  * The head of a CALL payload, a MessagePack array:
- * `[method, timeoutMs?, metadata?, inputArg?, kind?]` (nil or absent for "none").
+ * `[method, timeoutMs?, metadata?, inputArg?, kind?, session?]` (nil or absent for "none").
  * `inputArg` is the index of the argument whose values follow as ITEMs on
  * the call's stream (a client stream); that argument is sent as nil.
  */
@@ -56,6 +56,7 @@ export type CallHead = [
   metadata?: Metadata | null,
   inputArg?: (number & tags.Type<"uint32"> & tags.Maximum<255>) | null,
   kind?: CallKind | null,
+  session?: (number & tags.Type<"uint32"> & tags.Minimum<1>) | null,
 ];
 
 /** CALL head `kind`: what the stream opens. Absent or nil means a call. */
@@ -64,6 +65,8 @@ export const CallKind = {
   CALL: 0,
   /** A duplex channel. */
   CHANNEL: 1,
+  /** A session: the head's method is the session id; calls name the stream in `session`. */
+  SESSION: 2,
 } as const;
 /** One of the {@link CallKind} values. */
 export type CallKind = (typeof CallKind)[keyof typeof CallKind];

@@ -1,4 +1,5 @@
 import type { Metadata } from "../protocol/wire-messages.js";
+import type { Session } from "./session.js";
 
 /** Who is on the other end of a connection. */
 export interface PeerInfo {
@@ -31,6 +32,8 @@ export interface CallContext {
   readonly signal: AbortSignal;
   /** The call's stream id on its connection. */
   readonly streamId: number;
+  /** The client session the call was made in (`client.session()`), with its state; undefined outside one. */
+  readonly session: Session | undefined;
 }
 
 /** Whether a peer is on this machine: loopback addresses (IPv4, IPv6, IPv4-mapped) and Unix sockets. */

@@ -4,6 +4,7 @@ import { CallKind, type Metadata } from "../protocol/wire-messages.js";
 import type { PeerInfo } from "./call-context.js";
 import type { MethodEntry, Registry } from "./registry.js";
 import { type CallHost, ServerCall } from "./server-call.js";
+import { ServerSession } from "./session.js";
 
 /** What dispatch needs beyond a {@link CallHost}. */
 export interface DispatchHost extends CallHost {
@@ -30,7 +31,22 @@ export function dispatchCall(host: DispatchHost, streamId: number, payload: Buff
     connection.sendError(streamId, RpcError.from(error, ErrorCode.PROTOCOL_ERROR));
     return;
   }
-  const [method, timeoutMs, metadata, inputArg, kind] = call.head;
+  const [method, timeoutMs, metadata, inputArg, kind, sessionStream] = call.head;
+  if (kind === CallKind.SESSION) {
+    openSession(host, streamId, method);
+    return;
+  }
+  let session: ServerSession | undefined;
+  if (sessionStream !== undefined && sessionStream !== null) {
+    session = ServerSession.find(connection, sessionStream);
+    if (session === undefined) {
+      connection.sendError(
+        streamId,
+        new RpcError(ErrorCode.FAILED_PRECONDITION, `${method}: session stream ${sessionStream} is not open on this connection`),
+      );
+      return;
+    }
+  }
   const entry = host.registry.get(method);
   if (entry === undefined) {
     connection.sendError(streamId, new RpcError(ErrorCode.NOT_FOUND, `method "${method}" is not registered`));
@@ -79,7 +95,7 @@ export function dispatchCall(host: DispatchHost, streamId: number, payload: Buff
     );
     return;
   }
-  const serverCall = new ServerCall(host, streamId, method, metadata ?? NO_METADATA, timeoutMs ?? undefined);
+  const serverCall = new ServerCall(host, streamId, method, metadata ?? NO_METADATA, timeoutMs ?? undefined, session);
   connection.addStream(streamId, serverCall);
   if (inputArg !== undefined && inputArg !== null) args[inputArg] = serverCall.attachInput();
   if (wantsChannel) {
@@ -108,6 +124,22 @@ export function dispatchCall(host: DispatchHost, streamId: number, payload: Buff
       (error: unknown) => serverCall.fail(error),
     );
   } else invoke(serverCall, entry, checked);
+}
+
+/** A CALL of kind SESSION: its method field is the session id; it stays open until the client ends it. */
+function openSession(host: DispatchHost, streamId: number, id: string): void {
+  const connection = host.connection;
+  if (connection.streamCount >= connection.limits.maxConcurrentStreams) {
+    connection.sendError(
+      streamId,
+      new RpcError(
+        ErrorCode.RESOURCE_EXHAUSTED,
+        `too many concurrent streams on this connection (limit ${connection.limits.maxConcurrentStreams})`,
+      ),
+    );
+    return;
+  }
+  ServerSession.open(connection, streamId, id);
 }
 
 function invoke(call: ServerCall, entry: MethodEntry, args: unknown[]): void {

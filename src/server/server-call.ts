@@ -8,6 +8,7 @@ import type { Connection, StreamReceiver } from "../protocol/connection.js";
 import type { Metadata } from "../protocol/wire-messages.js";
 import type { CallContext, PeerInfo } from "./call-context.js";
 import { serverChannels } from "./diagnostics.js";
+import type { Session } from "./session.js";
 
 /** setTimeout's largest delay. */
 const MAX_TIMER_MS = 0x7fff_ffff;
@@ -42,8 +43,12 @@ export class ServerCall implements CallContext, StreamReceiver, PumpSink {
   private pump: OutboundPump | undefined;
   private channel: Channel | undefined;
 
-  constructor(host: CallHost, streamId: number, method: string, metadata: Metadata, timeoutMs: number | undefined) {
+  /** The client session the call was made in, if any. */
+  readonly session: Session | undefined;
+
+  constructor(host: CallHost, streamId: number, method: string, metadata: Metadata, timeoutMs: number | undefined, session?: Session) {
     this.host = host;
+    this.session = session;
     this.streamId = streamId;
     this.method = method;
     this.metadata = metadata;

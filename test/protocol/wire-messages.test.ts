@@ -146,6 +146,9 @@ describe("parseCallHead", () => {
       ["m", null, null, null],
       // A channel open, and an explicit plain call.
       ["chat", null, null, null, 1],
+      // A session open, and a call in session stream 3.
+      ["3f1c-uuid", null, null, null, 2],
+      ["m", null, null, null, null, 3],
       ["m", 10, {}, null, 0],
       ["x".repeat(256)],
       // 256 UTF-16 code units (128 surrogate pairs).
@@ -159,8 +162,10 @@ describe("parseCallHead", () => {
       ["not an array", "m", "$input"],
       ["a map", { method: "m" }, "$input"],
       ["empty array", [], "$input"],
-      ["too many elements", ["m", 1, {}, 0, 1, "extra"], "$input"],
-      ["unknown kind", ["m", null, null, null, 2], "$input[4]"],
+      ["too many elements", ["m", 1, {}, 0, 1, 3, "extra"], "$input"],
+      ["session stream 0", ["m", null, null, null, null, 0], "$input[5]"],
+      ["session stream not a number", ["m", null, null, null, null, "s"], "$input[5]"],
+      ["unknown kind", ["m", null, null, null, 3], "$input[4]"],
       ["streamed argument not an index", ["m", 1, {}, "extra"], "$input[3]"],
       ["streamed argument past 255", ["m", null, null, 256], "$input[3]"],
       ["numeric method", [5], "$input[0]"],
