@@ -1,15 +1,17 @@
-import { encodeCallPayload, MAX_TIMEOUT_MS } from "../protocol/call-payload.js";
+import { MAX_TIMEOUT_MS } from "../protocol/call-payload.js";
 import { type Connection, DEFAULT_LIMITS } from "../protocol/connection.js";
 import { type Endpoint, formatEndpoint, parseEndpoint } from "../protocol/endpoint.js";
-import { FrameType } from "../protocol/frame.js";
 import { DEFAULT_KEEPALIVE, type KeepaliveOptions } from "../protocol/keepalive.js";
 import type { CodecLimits } from "../protocol/msgpack-codec.js";
 import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
 import { DEFAULT_STREAM_WINDOW, type Limits, type Metadata, assertMetadata } from "../protocol/wire-messages.js";
 import type { BackoffOptions } from "./backoff.js";
 import type { CallOptions } from "./call-options.js";
+import { type DispatchHost, dispatchCall } from "../server/dispatch.js";
+import { type EventListener, type Handler, type RegisterOptions, type RegisterServiceOptions, Registry } from "../server/registry.js";
 import { ConnectionPool, type PoolOptions } from "./connection-pool.js";
-import type { Waiter } from "./endpoint-connection.js";
+import type { ClientTlsOptions, Waiter } from "./endpoint-connection.js";
+import type { Processor } from "../protocol/processor.js";
 import { type Picker, leastLoaded, roundRobin } from "./picker.js";
 import { SessionPin, activeSession, runInSession } from "./session.js";
 import { LongTimer } from "./long-timer.js";
@@ -17,7 +19,7 @@ import type { Channel } from "../protocol/channel.js";
 import { ChannelCall, type ChannelOptions } from "./channel-call.js";
 import { type ProxyTarget, type ServiceProxy, createProxy } from "./proxy.js";
 import { type ResponseMode, type ServerStream, StreamingCall, isStreamSource } from "./streaming-call.js";
-import { UnaryCall, type UnprocessedRetry } from "./unary-call.js";
+import { type UnprocessedRetry, startUnary } from "./unary-call.js";
 
 /** Options of a {@link Client}. */
 export interface ClientOptions {
@@ -39,6 +41,8 @@ export interface ClientOptions {
   fragmentSize?: number;
   /** MessagePack decode limits. */
   codec?: CodecLimits;
+  /** Send the message of errors thrown by this client's own handlers (see `register`) to the server. Default false. */
+  exposeErrors?: boolean;
   /** Connections per endpoint; see {@link PoolOptions}. Default one connection per endpoint. */
   pool?: PoolOptions;
   /**
@@ -47,6 +51,14 @@ export interface ClientOptions {
    * or a {@link Picker} function. Default "round-robin".
    */
   picker?: "round-robin" | "least-loaded" | Picker;
+  /**
+   * Payload processors offered in the handshake: `crypto(...)` (AES-256-GCM;
+   * the client then refuses a server that does not accept it) and
+   * `compression(...)`, from `rapt/plugin`. Default none.
+   */
+  processors?: readonly Processor[];
+  /** Connect with TLS: Node's `tls.connect` options (`ca`, and `cert` and `key` for mutual TLS). Default plain TCP. */
+  tls?: ClientTlsOptions;
 }
 
 /**
@@ -54,7 +66,7 @@ export interface ClientOptions {
  * made through it, or implicitly by code running inside `fn`, goes to one
  * connection, and the server sees the session (`this.session`) on each.
  */
-export interface Session {
+export interface ClientSession {
   /** The session id the server sees. */
   readonly id: string;
   /** The id of the connection the session is pinned to. */
@@ -74,6 +86,9 @@ export interface Session {
 export class Client {
   /** The first endpoint, as `host:port` or `unix:/path`. */
   readonly endpoint: string;
+  private readonly registry = new Registry();
+  private readonly hosts = new WeakMap<Connection, DispatchHost>();
+  private readonly exposeErrors: boolean;
   /** Every endpoint, in the form {@link endpoint} has. */
   readonly endpoints: readonly string[];
   private readonly link: ConnectionPool;
@@ -115,11 +130,62 @@ export class Client {
         },
         metadata: options.metadata,
         backoff: options.reconnect ?? {},
+        onCall: (connection, streamId, payload) => dispatchCall(this.hostFor(connection), streamId, payload),
+        processors: options.processors,
+        tls: options.tls,
       },
       options.pool ?? {},
       pickerOf(options.picker),
     );
     this.defaults = { timeout: options.timeout, waitForReady: options.waitForReady === true };
+    this.exposeErrors = options.exposeErrors === true;
+  }
+
+  /**
+   * Registers functions the server may call back (`this.remote.call()` in a
+   * server handler), with the same names, validation and error model as
+   * `Server.register`: one function, or a plain object as a group.
+   */
+  register(name: string, fn: Handler, options?: RegisterOptions): this;
+  register(group: string, service: object, options?: RegisterServiceOptions): this;
+  register(name: string, target: Handler | object, options?: RegisterOptions | RegisterServiceOptions): this {
+    if (typeof target === "function") this.registry.addFunction(name, target as Handler, options as RegisterOptions);
+    else this.registry.addService(name, target, options as RegisterServiceOptions);
+    return this;
+  }
+
+  /** Listens for events the server sends (`this.remote.emit(event, ...args)`). */
+  on(event: string, listener: EventListener): this {
+    this.registry.addListener(event, listener);
+    return this;
+  }
+
+  /** Removes a listener added with {@link on}. */
+  off(event: string, listener: EventListener): this {
+    this.registry.removeListener(event, listener);
+    return this;
+  }
+
+  /** How this client serves CALLs the server opens on `connection`. */
+  private hostFor(connection: Connection): DispatchHost {
+    let host = this.hosts.get(connection);
+    if (host === undefined) {
+      const socket = connection.socket;
+      host = {
+        connection,
+        peer:
+          socket.remoteAddress === undefined
+            ? { address: this.endpoint, port: 0, family: "unix" }
+            : { address: socket.remoteAddress, port: socket.remotePort ?? 0, family: socket.remoteFamily === "IPv6" ? "IPv6" : "IPv4" },
+        connectionMetadata: NO_METADATA,
+        exposeErrors: this.exposeErrors,
+        registry: this.registry,
+        // Private functions of a client: callable by the server it connected to.
+        trustedPeer: () => true,
+      };
+      this.hosts.set(connection, host);
+    }
+    return host;
   }
 
   /**
@@ -174,7 +240,7 @@ export class Client {
    * its connection is lost, its calls fail with UNAVAILABLE.
    */
   async session<T>(
-    fn: (session: Session) => T | Promise<T>,
+    fn: (session: ClientSession) => T | Promise<T>,
     options: Pick<CallOptions, "timeout" | "signal" | "waitForReady"> = {},
   ): Promise<T> {
     if (this.closed) throw new RpcError(ErrorCode.UNAVAILABLE, "session: client is closed");
@@ -192,7 +258,7 @@ export class Client {
     const pin = new SessionPin(this, connection);
     const inSession = <R>(run: () => R): R => runInSession(pin, run);
     const target: ProxyTarget = { open: (method, args, o) => inSession(() => this.open(method, args, o ?? {}, "dual")) };
-    const session: Session = {
+    const session: ClientSession = {
       id: pin.id,
       connectionId: connection.id,
       call: (method, args, o) => inSession(() => this.call(method, args, o)),
@@ -416,28 +482,7 @@ export class Client {
       this.link.retire(connection);
       return this.dispatch(method, args, options, timeout, totalTimeout, retrier);
     }
-    const limit = connection.peerLimits?.maxConcurrentStreams ?? Number.POSITIVE_INFINITY;
-    if (connection.streamCount >= limit) {
-      return Promise.reject(
-        new RpcError(ErrorCode.RESOURCE_EXHAUSTED, `${method}: the server allows ${limit} concurrent calls per connection`),
-      );
-    }
-    let payload: Buffer;
-    try {
-      const metadata = options.metadata === undefined ? undefined : assertMetadata(options.metadata);
-      const timeoutMs = timeout === undefined ? undefined : Math.ceil(timeout);
-      payload = encodeCallPayload(connection.codec, method, timeoutMs, metadata, args, undefined, undefined, session);
-    } catch (error) {
-      return Promise.reject(RpcError.from(error, ErrorCode.INVALID_ARGUMENT));
-    }
-    const call = new UnaryCall(connection, streamId, method, timeout, totalTimeout, args, options, retrier);
-    connection.addStream(streamId, call);
-    try {
-      connection.send(FrameType.CALL, streamId, payload, true);
-    } catch (error) {
-      call.onReset(RpcError.from(error, ErrorCode.INTERNAL));
-    }
-    return call.promise;
+    return startUnary(connection, streamId, method, args, timeout, totalTimeout, options, retrier, session);
   }
 
   /** Waits for a connection within the call's deadline and signal. */
@@ -487,6 +532,8 @@ export class Client {
     });
   }
 }
+
+const NO_METADATA: Metadata = Object.freeze({}) as Metadata;
 
 function pickerOf(choice: ClientOptions["picker"]): Picker {
   if (typeof choice === "function") return choice;

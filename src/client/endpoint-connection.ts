@@ -1,10 +1,22 @@
-import { connect as netConnect } from "node:net";
+import { type Socket, connect as netConnect } from "node:net";
+import { type ConnectionOptions as TlsConnectionOptions, connect as tlsConnect } from "node:tls";
 import { Connection, type ConnectionOptions, type ConnectionOwner } from "../protocol/connection.js";
 import { type Endpoint, formatEndpoint } from "../protocol/endpoint.js";
 import { FrameType, frameTypeName } from "../protocol/frame.js";
+import { type Processor, checkProcessors, confirmProcessors, offerProcessors, startProcessors } from "../protocol/processor.js";
 import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
 import { type Hello, type Metadata, PROTOCOL_VERSION, errorFromBody, parseWelcome } from "../protocol/wire-messages.js";
 import { Backoff, type BackoffOptions } from "./backoff.js";
+
+/**
+ * TLS settings of a client: Node's `tls.connect` options (`ca` to trust the
+ * server's CA, `cert` and `key` for a client certificate in mutual TLS,
+ * `servername`, `minVersion`, ...). The host and port (or path) come from
+ * the endpoint. The server's certificate is verified (`rejectUnauthorized`
+ * defaults to true); a certificate problem on either side fails the
+ * connection with UNAUTHENTICATED.
+ */
+export type ClientTlsOptions = Omit<TlsConnectionOptions, "host" | "port" | "path" | "socket">;
 
 /** Settings of an {@link EndpointConnection}. */
 export interface EndpointConnectionOptions {
@@ -12,6 +24,12 @@ export interface EndpointConnectionOptions {
   /** Sent in HELLO; the server sees it as `ctx.connectionMetadata`. */
   readonly metadata: Metadata | undefined;
   readonly backoff: BackoffOptions;
+  /** Processors offered in every HELLO (crypto, compression). Default none. */
+  readonly processors?: readonly Processor[] | undefined;
+  /** Connect with TLS. Default plain TCP (or Unix socket). */
+  readonly tls?: ClientTlsOptions | undefined;
+  /** Serves a CALL the server opens (a server-to-client call or event); without it they are refused. */
+  readonly onCall?: (connection: Connection, streamId: number, payload: Buffer) => void;
 }
 
 type State = "idle" | "connecting" | "ready" | "backoff" | "closed";
@@ -43,11 +61,16 @@ export class EndpointConnection {
   private retryTimer: NodeJS.Timeout | undefined;
   /** The connection whose handshake is in progress. */
   private attempting: Connection | undefined;
+  private readonly processors: readonly Processor[];
 
   constructor(endpoint: Endpoint, options: EndpointConnectionOptions) {
     this.endpoint = endpoint;
     this.options = options;
     this.backoff = new Backoff(options.backoff);
+    this.processors = checkProcessors(options.processors, "client processors");
+    if (options.tls !== undefined && (typeof options.tls !== "object" || options.tls === null)) {
+      throw new RpcError(ErrorCode.INVALID_ARGUMENT, "client tls must be an object of tls.connect options");
+    }
   }
 
   /** The open connection, or undefined: the fast path of every call. */
@@ -125,13 +148,18 @@ export class EndpointConnection {
     if (this.state === "closed" || this.attempting !== undefined) return;
     this.state = "connecting";
     const endpoint = this.endpoint;
-    const socket = "path" in endpoint ? netConnect(endpoint.path) : netConnect({ host: endpoint.host, port: endpoint.port });
+    const tls = this.options.tls;
+    const where = "path" in endpoint ? { path: endpoint.path } : { host: endpoint.host, port: endpoint.port };
+    const socket: Socket = tls === undefined ? netConnect(where) : tlsConnect({ ...tls, ...where });
+    // The HELLO as sent: processors bind the connection to it.
+    let hello: Buffer | undefined;
     // The owner closes over its own connection: an old, draining connection
     // and a new one can report at the same time.
     const owner: ConnectionOwner = {
-      onHandshake: (type, payload) => this.onHandshake(connection, type, payload),
-      onCall: (streamId) => {
-        connection.sendError(streamId, new RpcError(ErrorCode.UNIMPLEMENTED, "this client serves no methods"));
+      onHandshake: (type, payload) => this.onHandshake(connection, type, payload, hello as Buffer),
+      onCall: (streamId, payload) => {
+        if (this.options.onCall !== undefined) this.options.onCall(connection, streamId, payload);
+        else connection.sendError(streamId, new RpcError(ErrorCode.UNIMPLEMENTED, "this client serves no methods"));
       },
       onGoaway: () => this.onGoaway(connection),
       onClose: (reason) => this.onClose(connection, reason),
@@ -139,14 +167,23 @@ export class EndpointConnection {
     const connection: Connection = new Connection(socket, owner, { ...this.options.connection, role: "client" });
     this.live.add(connection);
     this.attempting = connection;
-    socket.once("connect", () => {
-      const hello: Hello = { version: PROTOCOL_VERSION, limits: connection.limits };
-      if (this.options.metadata !== undefined) hello.metadata = this.options.metadata;
-      connection.sendHandshake(FrameType.HELLO, hello);
+    // Over TLS, HELLO waits for the TLS handshake (and its certificate checks).
+    socket.once(tls === undefined ? "connect" : "secureConnect", () => {
+      let offered: ReturnType<typeof offerProcessors>;
+      try {
+        offered = offerProcessors(this.processors, this.options.metadata, connection.codec);
+      } catch (error) {
+        connection.close(RpcError.from(error, ErrorCode.INTERNAL));
+        return;
+      }
+      const message: Hello = { version: PROTOCOL_VERSION, limits: connection.limits };
+      if (offered.metadata !== undefined) message.metadata = offered.metadata;
+      if (offered.offers !== undefined) message.processors = offered.offers;
+      hello = connection.sendHandshake(FrameType.HELLO, message);
     });
   }
 
-  private onHandshake(connection: Connection, type: number, payload: Buffer): void {
+  private onHandshake(connection: Connection, type: number, payload: Buffer, hello: Buffer): void {
     if (type === FrameType.ERROR) {
       connection.close(errorFromBody(connection.codec.decode(payload)));
       return;
@@ -161,7 +198,15 @@ export class EndpointConnection {
         `server answered with protocol version ${welcome.version}; this client speaks ${PROTOCOL_VERSION}`,
       );
     }
-    connection.open(welcome.limits, welcome.connectionId);
+    // Throws UNAUTHENTICATED when a crypto client's server did not prove it holds the key.
+    const agreements = confirmProcessors(this.processors, welcome.processors as Readonly<Record<string, unknown>> | undefined, hello);
+    const chain = startProcessors(agreements, {
+      role: "client",
+      hello,
+      welcome: payload,
+      maxMessageSize: connection.limits.maxMessageSize,
+    });
+    connection.open(welcome.limits, welcome.connectionId, chain);
     if (connection === this.attempting) this.attempting = undefined;
     if (this.state === "closed") {
       connection.goaway(new RpcError(ErrorCode.UNAVAILABLE, "client is closing"));

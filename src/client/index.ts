@@ -1,4 +1,4 @@
-export { Client, type ClientOptions, type Session } from "./client.js";
+export { Client, type ClientOptions, type ClientSession } from "./client.js";
 export type { PoolOptions } from "./connection-pool.js";
 export { type Picker, roundRobin, leastLoaded, connectionLoad } from "./picker.js";
 export type { CallOptions } from "./call-options.js";
@@ -8,3 +8,5 @@ export type { BackoffOptions } from "./backoff.js";
 export { RpcError, ErrorCode } from "../protocol/rpc-error.js";
 export type { ChannelOptions } from "./channel-call.js";
 export type { Channel, ChannelClose } from "../protocol/channel.js";
+export type { ClientTlsOptions } from "./endpoint-connection.js";
+export { Remote } from "./remote.js";

@@ -1,7 +1,8 @@
 import { FrameType, frameTypeName } from "../protocol/frame.js";
 import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
 import type { Connection, StreamReceiver } from "../protocol/connection.js";
-import { errorFromBody } from "../protocol/wire-messages.js";
+import { assertMetadata, errorFromBody } from "../protocol/wire-messages.js";
+import { encodeCallPayload } from "../protocol/call-payload.js";
 import type { CallOptions } from "./call-options.js";
 import { LongTimer } from "./long-timer.js";
 
@@ -151,4 +152,44 @@ export class UnaryCall implements StreamReceiver {
     if (this.onAbort !== undefined) this.signal?.removeEventListener("abort", this.onAbort);
     this.connection.removeStream(this.streamId);
   }
+}
+
+/**
+ * Sends a unary CALL on `streamId` of `connection` and returns its result:
+ * the one path for client calls, session calls and calls back over a
+ * server's connection ({@link Remote}). Never throws; every problem rejects.
+ */
+export function startUnary(
+  connection: Connection,
+  streamId: number,
+  method: string,
+  args: readonly unknown[],
+  timeout: number | undefined,
+  totalTimeout: number | undefined,
+  options: CallOptions,
+  retrier: UnprocessedRetry | undefined,
+  session?: number,
+): Promise<unknown> {
+  const limit = connection.peerLimits?.maxConcurrentStreams ?? Number.POSITIVE_INFINITY;
+  if (connection.streamCount >= limit) {
+    return Promise.reject(
+      new RpcError(ErrorCode.RESOURCE_EXHAUSTED, `${method}: the peer allows ${limit} concurrent calls per connection`),
+    );
+  }
+  let payload: Buffer;
+  try {
+    const metadata = options.metadata === undefined ? undefined : assertMetadata(options.metadata);
+    const timeoutMs = timeout === undefined ? undefined : Math.ceil(timeout);
+    payload = encodeCallPayload(connection.codec, method, timeoutMs, metadata, args, undefined, undefined, session);
+  } catch (error) {
+    return Promise.reject(RpcError.from(error, ErrorCode.INVALID_ARGUMENT));
+  }
+  const call = new UnaryCall(connection, streamId, method, timeout, totalTimeout, args, options, retrier);
+  connection.addStream(streamId, call);
+  try {
+    connection.send(FrameType.CALL, streamId, payload, true);
+  } catch (error) {
+    call.onReset(RpcError.from(error, ErrorCode.INTERNAL));
+  }
+  return call.promise;
 }

@@ -1,9 +1,14 @@
 /**
  * rapt's built-in plugins. Connection middleware (see
  * `Server.useConnection`): {@link connLimit}, {@link ipMaxConn} and
- * {@link ipFilter}, each reconfigurable at run time.
+ * {@link ipFilter}, each reconfigurable at run time. Processors (the
+ * `processors` option of Server and Client): {@link crypto} and
+ * {@link compression}.
  */
 export { connLimit, type ConnLimit, type ConnLimitOptions } from "./conn-limit.js";
 export { ipMaxConn, type IpMaxConn, type IpMaxConnOptions } from "./ip-max-conn.js";
 export { ipFilter, type IpFilter, type IpFilterOptions } from "./ip-filter.js";
+export { crypto, type CryptoProcessor, type CryptoOptions } from "./crypto.js";
+export { compression, DEFLATE_RAW, type CompressionProcessor, type CompressionOptions } from "./compression.js";
+export type { Processor, ProcessorKind } from "../protocol/processor.js";
 export type { ConnectionMiddleware, IncomingConnection } from "../server/connection-middleware.js";

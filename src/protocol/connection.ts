@@ -1,5 +1,5 @@
 import type { Socket } from "node:net";
-import { FrameType, MAX_STREAM_ID, frameTypeName } from "./frame.js";
+import { FrameFlag, FrameType, MAX_STREAM_ID, PROCESSING_FLAGS, frameTypeName } from "./frame.js";
 import { FrameDecoder, type FrameSink } from "./frame-decoder.js";
 import { FrameWriter } from "./frame-writer.js";
 import { Keepalive, type KeepaliveHost, type KeepaliveOptions } from "./keepalive.js";
@@ -7,6 +7,8 @@ import { MessageAssembler } from "./message-assembler.js";
 import { MsgpackCodec, type CodecLimits } from "./msgpack-codec.js";
 import { ErrorCode, RpcError } from "./rpc-error.js";
 import { encodeCredit } from "./credit.js";
+import type { ProcessorChain } from "./processor.js";
+import { socketErrorReason } from "./socket-error.js";
 import { DEFAULT_STREAM_WINDOW, type Limits, errorFromBody, errorToBody, parseGoaway } from "./wire-messages.js";
 
 /** Largest frame accepted before the handshake has agreed on limits. */
@@ -122,6 +124,10 @@ export class Connection implements FrameSink, KeepaliveHost {
   private drained: Promise<void> | undefined;
   /** A graceful end is under way (see {@link end}). */
   private ending = false;
+  /** The agreed processors; undefined (the fast path) when the handshake agreed on none. */
+  private chain: ProcessorChain | undefined;
+  /** Every frame after the handshake must be encrypted. */
+  private mustEncrypt = false;
 
   constructor(socket: Socket, owner: ConnectionOwner, options: ConnectionOptions) {
     this.socket = socket;
@@ -152,10 +158,16 @@ export class Connection implements FrameSink, KeepaliveHost {
     this.handshakeTimer.unref();
     socket.setNoDelay(true);
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
-    socket.on("error", (error: Error) => {
-      this.close(new RpcError(ErrorCode.UNAVAILABLE, `connection error: ${error.message}`, undefined, { cause: error }));
+    socket.on("error", (error: Error) => this.close(socketErrorReason(error)));
+    socket.on("close", () => {
+      // A TLS server that refuses the client's certificate just drops the
+      // connection once the TLS handshake is over; its alert is often lost.
+      const hint =
+        this.state === ConnectionState.HANDSHAKE && this.role === "client" && (socket as { encrypted?: boolean }).encrypted === true
+          ? " before the handshake completed (a TLS server does this when it refuses the client's certificate)"
+          : "";
+      this.close(new RpcError(ErrorCode.UNAVAILABLE, `connection closed by peer${hint}`));
     });
-    socket.on("close", () => this.close(new RpcError(ErrorCode.UNAVAILABLE, "connection closed by peer")));
   }
 
   /** Last keepalive round-trip time in ms; undefined before the first PONG or with keepalive off. */
@@ -173,14 +185,34 @@ export class Connection implements FrameSink, KeepaliveHost {
     return this.state === ConnectionState.OPEN;
   }
 
-  /** Completes the handshake with the peer's limits: frame size and keepalive take effect. */
-  open(peerLimits: Limits, id?: string): void {
+  /** Whether the handshake agreed on encryption: every frame after it is sealed, both ways. */
+  get encrypted(): boolean {
+    return this.mustEncrypt;
+  }
+
+  /** Whether the handshake agreed on compression. */
+  get compressed(): boolean {
+    return this.chain !== undefined && (this.chain.flags & FrameFlag.COMPRESSED) !== 0;
+  }
+
+  /**
+   * Completes the handshake with the peer's limits: frame size and keepalive
+   * take effect, and so do the processors the handshake agreed on (`chain`):
+   * every frame sent from now on is processed, and the peer may set the
+   * agreed processing flags (encryption then becomes mandatory both ways).
+   */
+  open(peerLimits: Limits, id?: string, chain?: ProcessorChain): void {
     if (this.state !== ConnectionState.HANDSHAKE) return;
     clearTimeout(this.handshakeTimer);
     this.handshakeTimer = undefined;
     this.peerLimits = peerLimits;
     if (id !== undefined) this.id = id;
     this.state = ConnectionState.OPEN;
+    if (chain !== undefined) {
+      this.chain = chain;
+      this.mustEncrypt = chain.encrypted;
+      this.decoder.allowedFlags = FrameFlag.FOLLOWS | chain.flags;
+    }
     this.decoder.maxFrameSize = this.limits.maxFrameSize;
     this.writer.fragmentSize = Math.min(this.fragmentSize, peerLimits.maxFrameSize);
     this.keepalive?.start();
@@ -206,19 +238,42 @@ export class Connection implements FrameSink, KeepaliveHost {
   }
 
   /**
-   * Queues one message on a stream, fragmented as needed. Throws
-   * RESOURCE_EXHAUSTED if it exceeds the peer's maxMessageSize.
+   * Queues one message on a stream, processed (compressed, encrypted) if
+   * the handshake agreed on it and fragmented as needed. Throws
+   * RESOURCE_EXHAUSTED if it exceeds the peer's maxMessageSize, before or
+   * after processing: the peer applies its limit to both.
    */
   send(type: number, streamId: number, payload: Uint8Array, owned = false): void {
     const max = this.peerLimits?.maxMessageSize ?? HANDSHAKE_MAX_FRAME_SIZE;
-    if (payload.length > max) {
-      throw new RpcError(
-        ErrorCode.RESOURCE_EXHAUSTED,
-        `${frameTypeName(type)} message of ${payload.length} bytes exceeds the peer's maximum message size of ${max} bytes`,
-        { size: payload.length, limit: max },
-      );
+    if (payload.length > max) throw tooLarge(type, payload.length, max);
+    const chain = this.chain;
+    if (chain === undefined) {
+      this.writer.writeMessage(type, streamId, payload, owned);
+      return;
     }
-    this.writer.writeMessage(type, streamId, payload, owned);
+    const processed = chain.encode(type, streamId, payload);
+    if (processed.length > max) throw tooLarge(type, processed.length, max);
+    this.writer.writeMessage(type, streamId, processed, owned || processed !== payload, chain.lastFlags);
+  }
+
+  /** Queues a message without the size check (empty ones, and ERRORs already cut to fit), processed as agreed. */
+  private sendUnchecked(type: number, streamId: number, payload: Uint8Array): void {
+    const chain = this.chain;
+    if (chain === undefined) this.writer.writeMessage(type, streamId, payload);
+    else {
+      const processed = chain.encode(type, streamId, payload);
+      this.writer.writeMessage(type, streamId, processed, processed !== payload, chain.lastFlags);
+    }
+  }
+
+  /** Queues one unfragmented frame (stream 0, CREDIT), processed as agreed. */
+  private sendFrame(type: number, streamId: number, payload: Uint8Array): void {
+    const chain = this.chain;
+    if (chain === undefined) this.writer.writeFrame(type, 0, streamId, payload);
+    else {
+      const processed = chain.encode(type, streamId, payload);
+      this.writer.writeFrame(type, chain.lastFlags, streamId, processed);
+    }
   }
 
   /** Encodes `value` and sends it as one message. */
@@ -228,12 +283,12 @@ export class Connection implements FrameSink, KeepaliveHost {
 
   /** Sends a message without payload (END, CANCEL), in order after the stream's earlier messages. */
   sendEmpty(type: number, streamId: number): void {
-    this.writer.writeMessage(type, streamId, NO_PAYLOAD);
+    this.sendUnchecked(type, streamId, NO_PAYLOAD);
   }
 
   /** Grants the peer `n` more ITEMs on a stream. */
   sendCredit(streamId: number, n: number): void {
-    this.writer.writeFrame(FrameType.CREDIT, 0, streamId, encodeCredit(n));
+    this.sendFrame(FrameType.CREDIT, streamId, encodeCredit(n));
   }
 
   /**
@@ -269,11 +324,8 @@ export class Connection implements FrameSink, KeepaliveHost {
   /** Sends an ERROR frame on a stream (and drops anything still queued for it). */
   sendError(streamId: number, error: RpcError): void {
     this.writer.dropStream(streamId);
-    this.writer.writeMessage(
-      FrameType.ERROR,
-      streamId,
-      this.errorPayload(error, this.peerLimits?.maxMessageSize ?? HANDSHAKE_MAX_FRAME_SIZE),
-    );
+    const max = (this.peerLimits?.maxMessageSize ?? HANDSHAKE_MAX_FRAME_SIZE) - (this.chain?.overhead ?? 0);
+    this.sendUnchecked(FrameType.ERROR, streamId, this.errorPayload(error, max));
   }
 
   /**
@@ -307,13 +359,19 @@ export class Connection implements FrameSink, KeepaliveHost {
   cancelStream(streamId: number, reason?: string): void {
     this.writer.dropStream(streamId);
     if (reason === undefined || reason === "") this.sendEmpty(FrameType.CANCEL, streamId);
-    else this.writer.writeMessage(FrameType.CANCEL, streamId, this.codec.encodeShared(reason.slice(0, 1024)));
+    else this.sendUnchecked(FrameType.CANCEL, streamId, this.codec.encodeShared(reason.slice(0, 1024)));
   }
 
-  /** Sends the handshake frame (HELLO or WELCOME) and flushes it. */
-  sendHandshake(type: number, value: unknown): void {
-    this.writer.writeFrame(type, 0, 0, this.codec.encodeShared(value));
+  /**
+   * Sends the handshake frame (HELLO or WELCOME), never processed, and
+   * flushes it. Returns a copy of the payload sent: processors bind the
+   * connection to it.
+   */
+  sendHandshake(type: number, value: unknown): Buffer {
+    const payload = this.codec.encode(value);
+    this.writer.writeFrame(type, 0, 0, payload);
     this.writer.flush();
+    return payload;
   }
 
   /**
@@ -330,7 +388,7 @@ export class Connection implements FrameSink, KeepaliveHost {
     }
     if (this.state !== ConnectionState.OPEN) return;
     this.goawaySentAt = this.highestPeerStream;
-    this.writer.writeFrame(FrameType.GOAWAY, 0, 0, this.codec.encodeShared([this.highestPeerStream, reason.code, reason.message]));
+    this.sendFrame(FrameType.GOAWAY, 0, this.codec.encodeShared([this.highestPeerStream, reason.code, reason.message]));
     this.state = ConnectionState.DRAINING;
     this.writer.flush();
     this.endIfDrained();
@@ -345,8 +403,9 @@ export class Connection implements FrameSink, KeepaliveHost {
     this.decoder.stop();
     // Stream-0 frames are never fragmented: the ERROR must fit one frame the
     // peer accepts (64 KiB before the handshake).
-    const max = Math.min(this.peerLimits?.maxFrameSize ?? HANDSHAKE_MAX_FRAME_SIZE, HANDSHAKE_MAX_FRAME_SIZE);
-    this.writer.writeFrame(FrameType.ERROR, 0, 0, this.errorPayload(error, max));
+    // After an encrypted handshake it is sealed like every frame, which takes room.
+    const max = Math.min(this.peerLimits?.maxFrameSize ?? HANDSHAKE_MAX_FRAME_SIZE, HANDSHAKE_MAX_FRAME_SIZE) - (this.chain?.overhead ?? 0);
+    this.sendFrame(FrameType.ERROR, 0, this.errorPayload(error, max));
     this.writer.flush();
     this.close(error);
   }
@@ -414,7 +473,7 @@ export class Connection implements FrameSink, KeepaliveHost {
   // --- KeepaliveHost ---
 
   sendPing(data: Buffer): void {
-    this.writer.writeFrame(FrameType.PING, 0, 0, data);
+    this.sendFrame(FrameType.PING, 0, data);
   }
 
   onSilent(silentMs: number): void {
@@ -448,7 +507,22 @@ export class Connection implements FrameSink, KeepaliveHost {
         );
       }
       if (flags !== 0) throw new RpcError(ErrorCode.PROTOCOL_ERROR, `${frameTypeName(type)} handshake frame may not be fragmented`);
-      this.owner.onHandshake(type, payload);
+      try {
+        this.owner.onHandshake(type, payload);
+      } catch (error) {
+        // The owner's refusal keeps its code (UNAUTHENTICATED from crypto, ...).
+        if (!(error instanceof RpcError)) throw error;
+        this.fail(error);
+      }
+      return;
+    }
+    if (this.mustEncrypt && (flags & FrameFlag.ENCRYPTED) === 0) {
+      this.fail(
+        new RpcError(
+          ErrorCode.UNAUTHENTICATED,
+          `plaintext ${frameTypeName(type)} frame on stream ${streamId}: this connection is encrypted, and every frame after the handshake must be`,
+        ),
+      );
       return;
     }
     if (streamId === 0) {
@@ -489,6 +563,12 @@ export class Connection implements FrameSink, KeepaliveHost {
         if (!(error instanceof RpcError) || error.code !== ErrorCode.RESOURCE_EXHAUSTED) throw error;
         this.onOversized(type, streamId, error);
         return;
+      }
+      // The last fragment's processing flags stand for the message's.
+      if ((flags & PROCESSING_FLAGS) !== 0) {
+        const plain = this.unprocess(type, flags, streamId, payload);
+        if (plain === undefined) return;
+        payload = plain;
       }
     }
     if (type === FrameType.CALL) {
@@ -542,6 +622,11 @@ export class Connection implements FrameSink, KeepaliveHost {
     this.assembler.forget(streamId);
   }
 
+  /**
+   * A message that cannot be delivered (too large, or, compressed, too large
+   * or malformed once inflated) fails alone: a CALL with an ERROR on its
+   * stream, anything else by closing its stream locally with CANCEL.
+   */
   private onOversized(type: number, streamId: number, error: RpcError): void {
     if (type === FrameType.CALL) {
       this.sendError(streamId, error);
@@ -557,11 +642,47 @@ export class Connection implements FrameSink, KeepaliveHost {
     stream.onReset(error);
   }
 
+  /**
+   * Undoes the agreed processing of a complete message: decrypts, then
+   * decompresses. A payload that fails authentication fails the connection
+   * (UNAUTHENTICATED); one that cannot be decompressed, or would decompress
+   * past maxMessageSize, fails only its message, as an oversized one does.
+   * Returns undefined when the message is gone.
+   */
+  private unprocess(type: number, flags: number, streamId: number, payload: Buffer): Buffer | undefined {
+    const chain = this.chain as ProcessorChain;
+    if ((flags & FrameFlag.ENCRYPTED) !== 0) {
+      try {
+        payload = chain.decrypt(type, flags, streamId, payload);
+      } catch (error) {
+        this.fail(RpcError.from(error, ErrorCode.UNAUTHENTICATED));
+        return undefined;
+      }
+    }
+    if ((flags & FrameFlag.COMPRESSED) !== 0) {
+      try {
+        payload = chain.decompress(type, flags, streamId, payload);
+      } catch (error) {
+        this.onOversized(type, streamId, RpcError.from(error, ErrorCode.PROTOCOL_ERROR));
+        return undefined;
+      }
+    }
+    return payload;
+  }
+
   private onConnectionFrame(type: number, flags: number, payload: Buffer): void {
-    if (flags !== 0) throw new RpcError(ErrorCode.PROTOCOL_ERROR, `${frameTypeName(type)} on stream 0 may not be fragmented`);
+    if ((flags & FrameFlag.FOLLOWS) !== 0)
+      throw new RpcError(ErrorCode.PROTOCOL_ERROR, `${frameTypeName(type)} on stream 0 may not be fragmented`);
+    if ((flags & FrameFlag.COMPRESSED) !== 0)
+      throw new RpcError(ErrorCode.PROTOCOL_ERROR, `${frameTypeName(type)} on stream 0 may not be compressed`);
+    if (flags !== 0) {
+      const plain = this.unprocess(type, flags, 0, payload);
+      if (plain === undefined) return;
+      payload = plain;
+    }
     switch (type) {
       case FrameType.PING:
-        this.writer.writeFrame(FrameType.PONG, 0, 0, payload);
+        this.sendFrame(FrameType.PONG, 0, payload);
         return;
       case FrameType.PONG:
         this.keepalive?.onPong(payload);
@@ -605,4 +726,12 @@ export class Connection implements FrameSink, KeepaliveHost {
     this.owner.onGoaway(lastStreamId, reason);
     this.endIfDrained();
   }
+}
+
+function tooLarge(type: number, size: number, max: number): RpcError {
+  return new RpcError(
+    ErrorCode.RESOURCE_EXHAUSTED,
+    `${frameTypeName(type)} message of ${size} bytes exceeds the peer's maximum message size of ${max} bytes`,
+    { size, limit: max },
+  );
 }

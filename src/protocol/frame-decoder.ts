@@ -1,4 +1,4 @@
-import { FRAME_HEADER_SIZE, KNOWN_FLAGS, MAX_FRAME_TYPE, frameTypeName } from "./frame.js";
+import { FRAME_HEADER_SIZE, FrameFlag, KNOWN_FLAGS, MAX_FRAME_TYPE, frameTypeName } from "./frame.js";
 import { ErrorCode, RpcError } from "./rpc-error.js";
 
 /** Receives each complete frame from a {@link FrameDecoder}. */
@@ -14,6 +14,11 @@ export interface FrameSink {
 export interface FrameDecoderOptions {
   /** Largest accepted payload, checked from the length prefix before any body is buffered. */
   maxFrameSize: number;
+  /**
+   * Flag bits accepted in a header; any other bit is a protocol error.
+   * Default FOLLOWS only: the processing bits need a handshake that agreed on them.
+   */
+  allowedFlags?: number;
   /**
    * How many chunks a frame may arrive in before the decoder stops keeping a
    * list of them and copies into one buffer of the frame's size. Default 64.
@@ -34,6 +39,8 @@ const EMPTY = Buffer.alloc(0);
 export class FrameDecoder {
   /** Largest accepted payload; may be changed between chunks (after the handshake). */
   maxFrameSize: number;
+  /** Flag bits accepted; may be widened between frames (after a handshake that negotiated processors). */
+  allowedFlags: number;
   private readonly maxParts: number;
   private readonly sink: FrameSink;
   private state = STATE_HEADER;
@@ -51,6 +58,7 @@ export class FrameDecoder {
   constructor(sink: FrameSink, options: FrameDecoderOptions) {
     this.sink = sink;
     this.maxFrameSize = options.maxFrameSize;
+    this.allowedFlags = options.allowedFlags ?? FrameFlag.FOLLOWS;
     this.maxParts = options.maxBufferedParts ?? 64;
   }
 
@@ -163,8 +171,10 @@ export class FrameDecoder {
     if (type === 0 || type > MAX_FRAME_TYPE) {
       throw this.fail(`unknown frame type 0x${type.toString(16).padStart(2, "0")} on stream ${streamId}`);
     }
-    if ((flags & ~KNOWN_FLAGS) !== 0) {
-      throw this.fail(`unknown flags 0x${flags.toString(16)} on ${frameTypeName(type)} frame, stream ${streamId}`);
+    if ((flags & ~this.allowedFlags) !== 0) {
+      // A defined processing bit the handshake did not agree on is as unknown to this connection as an undefined one.
+      const known = (flags & ~KNOWN_FLAGS) === 0 ? " (a processing flag this connection did not negotiate)" : "";
+      throw this.fail(`unknown flags 0x${flags.toString(16)} on ${frameTypeName(type)} frame, stream ${streamId}${known}`);
     }
     if (length > this.maxFrameSize) {
       throw this.fail(

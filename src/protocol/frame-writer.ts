@@ -24,6 +24,8 @@ export interface FrameWriterOptions {
 
 interface BulkMessage {
   type: number;
+  /** Processing flags every fragment carries (FOLLOWS is added to all but the last). */
+  flags: number;
   data: Uint8Array;
   offset: number;
 }
@@ -90,16 +92,17 @@ export class FrameWriter {
   /**
    * Queues one message, fragmenting it if it is larger than the fragment size.
    * Messages of one stream keep their order. Pass `owned` when the caller
-   * gives up `payload`; otherwise a large payload is copied.
+   * gives up `payload`; otherwise a large payload is copied. `flags` are the
+   * message's processing flags, set on every fragment.
    */
-  writeMessage(type: number, streamId: number, payload: Uint8Array, owned = false): void {
+  writeMessage(type: number, streamId: number, payload: Uint8Array, owned = false, flags = 0): void {
     if (this.closed) return;
     const queue = this.bulk.get(streamId);
     if (queue === undefined && payload.length <= this.fragmentSize) {
-      this.writeFrame(type, 0, streamId, payload);
+      this.writeFrame(type, flags, streamId, payload);
       return;
     }
-    const message: BulkMessage = { type, data: owned ? payload : payload.slice(), offset: 0 };
+    const message: BulkMessage = { type, flags, data: owned ? payload : payload.slice(), offset: 0 };
     if (queue !== undefined) {
       queue.push(message);
       this.schedule();
@@ -108,7 +111,7 @@ export class FrameWriter {
     // The first fragment goes out in order with small frames: a peer sees
     // streams open in the order their ids were taken (ids must increase).
     const size = this.fragmentSize;
-    this.writeFrame(type, FrameFlag.FOLLOWS, streamId, message.data.subarray(0, size));
+    this.writeFrame(type, flags | FrameFlag.FOLLOWS, streamId, message.data.subarray(0, size));
     message.offset = size;
     this.bulk.set(streamId, [message]);
   }
@@ -179,7 +182,7 @@ export class FrameWriter {
       const length = Math.min(remaining, size);
       const last = length === remaining;
       const at = this.reserve(FRAME_HEADER_SIZE);
-      writeFrameHeader(this.slab as Buffer, at, length, message.type, last ? 0 : FrameFlag.FOLLOWS, streamId);
+      writeFrameHeader(this.slab as Buffer, at, length, message.type, last ? message.flags : message.flags | FrameFlag.FOLLOWS, streamId);
       this.used = at + FRAME_HEADER_SIZE;
       this.sealed.push((this.slab as Buffer).subarray(this.batchStart, this.used));
       this.batchStart = this.used;

@@ -31,7 +31,26 @@ export const DEFAULT_STREAM_WINDOW = 64;
 export interface Hello {
   version: number & tags.Type<"uint32">;
   limits: Limits;
-  /** Nil or absent for none, as in the CALL head. */
+  /** Nil or absent for none, as in the CALL head. With a crypto offer it travels sealed inside the offer instead. */
+  metadata?: Metadata | null;
+  /** The processors the client offers (PROTOCOL.md, "Processors"). Absent means none. */
+  processors?: HelloProcessors;
+}
+
+/** HELLO `processors`: what the client offers. Unknown keys are ignored. */
+export interface HelloProcessors {
+  /**
+   * The crypto proof: an encrypted envelope (sealed under the client's key
+   * for the HELLO context) whose plaintext is a {@link SealedHello}.
+   */
+  crypto?: Uint8Array;
+  /** Compression algorithms the client can receive and send; rapt offers `["deflate-raw"]`. */
+  compression?: Array<string & tags.MaxLength<64>> & tags.MaxItems<16>;
+}
+
+/** The plaintext of a HELLO crypto proof (MessagePack map): what the client sends sealed. */
+export interface SealedHello {
+  /** The connection metadata, sealed instead of in the clear. Nil or absent for none. */
   metadata?: Metadata | null;
 }
 
@@ -42,6 +61,16 @@ export interface Welcome {
   limits: Limits;
   /** The server's keepalive interval in ms, so the client knows how often to expect PINGs. */
   keepaliveInterval?: number & tags.Type<"uint32">;
+  /** The processors the server accepted, from those the client offered. Absent means none. */
+  processors?: WelcomeProcessors;
+}
+
+/** WELCOME `processors`: what the server accepted. Unknown keys are ignored. */
+export interface WelcomeProcessors {
+  /** The server's crypto proof: an envelope sealed under the client's key id, for the WELCOME context. */
+  crypto?: Uint8Array;
+  /** The compression algorithm both sides may use from now on, one of those offered. */
+  compression?: string & tags.MaxLength<64>;
 }
 
 /**
@@ -67,6 +96,8 @@ export const CallKind = {
   CHANNEL: 1,
   /** A session: the head's method is the session id; calls name the stream in `session`. */
   SESSION: 2,
+  /** An event: the head's method is the event name; no answer, no stream opens. */
+  EVENT: 3,
 } as const;
 /** One of the {@link CallKind} values. */
 export type CallKind = (typeof CallKind)[keyof typeof CallKind];
@@ -79,6 +110,7 @@ export type Goaway = [lastStreamId: number & tags.Type<"uint32">, code: string, 
 
 const checkHello = typia.createValidate<Hello>();
 const checkWelcome = typia.createValidate<Welcome>();
+const checkSealedHello = typia.createValidate<SealedHello>();
 const checkCallHead = typia.createValidate<CallHead>();
 const checkErrorBody = typia.createValidate<ErrorBody>();
 const checkGoaway = typia.createValidate<Goaway>();
@@ -101,6 +133,8 @@ function check<T>(what: string, result: typia.IValidation<T>): T {
 export const parseHello = (value: unknown): Hello => check("HELLO", checkHello(value));
 /** Validates a decoded WELCOME. */
 export const parseWelcome = (value: unknown): Welcome => check("WELCOME", checkWelcome(value));
+/** Validates the decoded plaintext of a HELLO crypto proof. */
+export const parseSealedHello = (value: unknown): SealedHello => check("sealed HELLO", checkSealedHello(value));
 /** Validates a decoded CALL head. */
 export const parseCallHead = (value: unknown): CallHead => check("CALL head", checkCallHead(value));
 /** Validates a decoded GOAWAY. */

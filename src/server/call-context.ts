@@ -1,4 +1,6 @@
+import type { PeerCertificate } from "../protocol/peer-certificate.js";
 import type { Metadata } from "../protocol/wire-messages.js";
+import type { Remote } from "../client/remote.js";
 import type { Session } from "./session.js";
 
 /** Who is on the other end of a connection. */
@@ -8,6 +10,11 @@ export interface PeerInfo {
   /** Remote port; 0 for Unix sockets. */
   readonly port: number;
   readonly family: "IPv4" | "IPv6" | "unix";
+  /**
+   * The certificate the client presented, on a TLS listener that asked for
+   * one (`requestCert`); undefined otherwise. See {@link PeerCertificate}.
+   */
+  readonly certificate?: PeerCertificate;
 }
 
 /**
@@ -34,6 +41,12 @@ export interface CallContext {
   readonly streamId: number;
   /** The client session the call was made in (`client.session()`), with its state; undefined outside one. */
   readonly session: Session | undefined;
+  /**
+   * The other end of this connection: call the functions it registered
+   * (`this.remote.call("ui.notify", [msg])`) or send it events
+   * (`this.remote.emit("progress", 50)`).
+   */
+  readonly remote: Remote;
 }
 
 /** Whether a peer is on this machine: loopback addresses (IPv4, IPv6, IPv4-mapped) and Unix sockets. */

@@ -4,6 +4,7 @@ import { CallKind, type Metadata } from "../protocol/wire-messages.js";
 import type { PeerInfo } from "./call-context.js";
 import type { MethodEntry, Registry } from "./registry.js";
 import { type CallHost, ServerCall } from "./server-call.js";
+import { serverChannels } from "./diagnostics.js";
 import { ServerSession } from "./session.js";
 
 /** What dispatch needs beyond a {@link CallHost}. */
@@ -34,6 +35,10 @@ export function dispatchCall(host: DispatchHost, streamId: number, payload: Buff
   const [method, timeoutMs, metadata, inputArg, kind, sessionStream] = call.head;
   if (kind === CallKind.SESSION) {
     openSession(host, streamId, method);
+    return;
+  }
+  if (kind === CallKind.EVENT) {
+    deliverEvent(host, streamId, method, metadata ?? NO_METADATA, call.args);
     return;
   }
   let session: ServerSession | undefined;
@@ -140,6 +145,42 @@ function openSession(host: DispatchHost, streamId: number, id: string): void {
     return;
   }
   ServerSession.open(connection, streamId, id);
+}
+
+/**
+ * An event (CALL of kind EVENT) runs its listeners and answers nothing, even
+ * on failure: the sender does not wait. Listeners' errors and undecodable
+ * arguments are published on the handler-error channel.
+ */
+function deliverEvent(host: DispatchHost, streamId: number, event: string, metadata: Metadata, encodedArgs: Buffer): void {
+  const listeners = host.registry.listenersOf(event);
+  if (listeners.length === 0) return;
+  let args: unknown;
+  try {
+    args = host.connection.codec.decode(encodedArgs);
+  } catch (error) {
+    publishEventError(host, event, error);
+    return;
+  }
+  if (!Array.isArray(args)) {
+    publishEventError(host, event, new RpcError(ErrorCode.PROTOCOL_ERROR, `${event}: event arguments must be a MessagePack array`));
+    return;
+  }
+  const context = new ServerCall(host, streamId, event, metadata, undefined);
+  for (const listener of listeners) {
+    try {
+      const result = (listener as unknown as (...a: unknown[]) => unknown).apply(context, args);
+      if (result instanceof Promise) result.catch((error: unknown) => publishEventError(host, event, error));
+    } catch (error) {
+      publishEventError(host, event, error);
+    }
+  }
+}
+
+function publishEventError(host: DispatchHost, event: string, error: unknown): void {
+  if (serverChannels.handlerError.hasSubscribers) {
+    serverChannels.handlerError.publish({ method: event, connectionId: host.connection.id, error });
+  }
 }
 
 function invoke(call: ServerCall, entry: MethodEntry, args: unknown[]): void {

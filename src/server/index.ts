@@ -1,7 +1,18 @@
-export { Server, type ServerOptions, type CloseOptions, type ServerHook, type ServerHookName } from "./server.js";
+export {
+  Server,
+  type ServerOptions,
+  type CloseOptions,
+  type ServerHook,
+  type ServerHookName,
+  type ServerTlsOptions,
+  type ListenEndpoint,
+} from "./server.js";
 export type { CallContext, PeerInfo } from "./call-context.js";
+export type { PeerCertificate } from "../protocol/peer-certificate.js";
 export { isLoopbackPeer } from "./call-context.js";
-export type { ChannelHandler, Handler, RegisterOptions, RegisterServiceOptions } from "./registry.js";
+export type { ChannelHandler, EventListener, Handler, RegisterOptions, RegisterServiceOptions } from "./registry.js";
+export type { Session } from "./session.js";
+export type { Remote } from "../client/remote.js";
 export type { Channel, ChannelClose } from "../protocol/channel.js";
 export type { ArgumentValidator, StandardSchemaV1 } from "./argument-validator.js";
 export { serverChannels } from "./diagnostics.js";
@@ -22,4 +33,11 @@ export {
   ipFilter,
   type IpFilter,
   type IpFilterOptions,
+  crypto,
+  type CryptoProcessor,
+  type CryptoOptions,
+  compression,
+  type CompressionProcessor,
+  type CompressionOptions,
+  type Processor,
 } from "../plugin/index.js";

@@ -47,9 +47,45 @@ export interface MethodEntry {
 
 const NAME = /^[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*$/;
 
+/**
+ * An event listener (`server.on` / `client.on`): gets the event's arguments
+ * and a {@link CallContext} as `this`. Its result is ignored; what it throws
+ * is published on the `rapt:server:handler-error` diagnostics channel.
+ */
+export type EventListener = (this: CallContext, ...args: never[]) => unknown;
+
 /** Method names to entries; names are checked and duplicates refused at registration. */
 export class Registry {
   private readonly methods = new Map<string, MethodEntry>();
+  private readonly listeners = new Map<string, EventListener[]>();
+
+  /** Adds a listener for events named `event` from the other end. */
+  addListener(event: string, listener: EventListener): void {
+    if (!NAME.test(event) || event.length > 256) {
+      throw new RpcError(
+        ErrorCode.INVALID_ARGUMENT,
+        `invalid event name "${event}": use identifiers joined by dots, at most 256 characters`,
+      );
+    }
+    if (typeof listener !== "function") throw new RpcError(ErrorCode.INVALID_ARGUMENT, `listener for "${event}" must be a function`);
+    const list = this.listeners.get(event);
+    if (list === undefined) this.listeners.set(event, [listener]);
+    else list.push(listener);
+  }
+
+  /** Removes a listener added with {@link addListener}. */
+  removeListener(event: string, listener: EventListener): void {
+    const list = this.listeners.get(event);
+    if (list === undefined) return;
+    const i = list.indexOf(listener);
+    if (i >= 0) list.splice(i, 1);
+    if (list.length === 0) this.listeners.delete(event);
+  }
+
+  /** The listeners of `event` (empty when none). */
+  listenersOf(event: string): readonly EventListener[] {
+    return this.listeners.get(event) ?? [];
+  }
 
   get(name: string): MethodEntry | undefined {
     return this.methods.get(name);

@@ -9,6 +9,19 @@ import type { Metadata } from "../protocol/wire-messages.js";
 import type { CallContext, PeerInfo } from "./call-context.js";
 import { serverChannels } from "./diagnostics.js";
 import type { Session } from "./session.js";
+import { Remote } from "../client/remote.js";
+
+const remotes = new WeakMap<Connection, Remote>();
+
+/** The one {@link Remote} of a connection. */
+function remoteOf(connection: Connection): Remote {
+  let remote = remotes.get(connection);
+  if (remote === undefined) {
+    remote = new Remote(connection);
+    remotes.set(connection, remote);
+  }
+  return remote;
+}
 
 /** setTimeout's largest delay. */
 const MAX_TIMER_MS = 0x7fff_ffff;
@@ -69,6 +82,10 @@ export class ServerCall implements CallContext, StreamReceiver, PumpSink {
 
   get connectionMetadata(): Metadata {
     return this.host.connectionMetadata;
+  }
+
+  get remote(): Remote {
+    return remoteOf(this.host.connection);
   }
 
   /** Created on first use: most handlers never look, and a controller per call is not free. */

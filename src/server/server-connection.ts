@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
 import {
   Connection,
   ConnectionState,
@@ -9,6 +10,8 @@ import {
 } from "../protocol/connection.js";
 import type { Endpoint } from "../protocol/endpoint.js";
 import { FrameType, frameTypeName } from "../protocol/frame.js";
+import { peerCertificate } from "../protocol/peer-certificate.js";
+import { type Processor, acceptProcessors, startProcessors } from "../protocol/processor.js";
 import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
 import { type Metadata, PROTOCOL_VERSION, SUPPORTED_VERSIONS, type Welcome, errorToBody, parseHello } from "../protocol/wire-messages.js";
 import type { PeerInfo } from "./call-context.js";
@@ -28,6 +31,8 @@ export interface ServerConnectionConfig {
   readonly connectionOptions: Omit<ConnectionOptions, "role">;
   readonly exposeErrors: boolean;
   readonly trustedPeer: (peer: PeerInfo) => boolean;
+  /** The server's processors (crypto, compression), offered to every client that asks. */
+  readonly processors: readonly Processor[];
   /** The server's connection middleware (a live list: each connection takes a copy when accepted). */
   readonly connectionMiddleware: readonly ConnectionMiddleware[];
   /** Called once the connection has closed. */
@@ -42,15 +47,20 @@ const EMPTY: Metadata = Object.freeze({}) as Metadata;
  * it is a Unix socket is decided by the listener it came from, not by the
  * missing remote address: otherwise such a TCP socket would pass for a
  * (trusted) Unix peer. A Unix peer's address is the listener's path;
- * accepted Unix sockets report no address of their own.
+ * accepted Unix sockets report no address of their own. On a TLS listener
+ * the socket has completed its TLS handshake, and the certificate the
+ * client presented, if any, is the peer's `certificate`.
  */
 export function peerOf(socket: Socket, listening: Endpoint): PeerInfo | undefined {
-  if ("path" in listening) return { address: listening.path, port: 0, family: "unix" };
+  const certificate = (socket as TLSSocket).encrypted === true ? peerCertificate(socket as TLSSocket) : undefined;
+  const tls = certificate === undefined ? {} : { certificate };
+  if ("path" in listening) return { address: listening.path, port: 0, family: "unix", ...tls };
   if (socket.remoteAddress === undefined) return undefined;
   return {
     address: socket.remoteAddress,
     port: socket.remotePort ?? 0,
     family: socket.remoteFamily === "IPv6" ? "IPv6" : "IPv4",
+    ...tls,
   };
 }
 
@@ -147,7 +157,8 @@ export class ServerConnection implements ConnectionOwner, DispatchHost {
     if (type !== FrameType.HELLO) {
       throw new RpcError(ErrorCode.PROTOCOL_ERROR, `expected HELLO as the first frame, got ${frameTypeName(type)}`);
     }
-    const hello = parseHello(this.connection.codec.decode(payload));
+    const connection = this.connection;
+    const hello = parseHello(connection.codec.decode(payload));
     if (!SUPPORTED_VERSIONS.includes(hello.version)) {
       throw new RpcError(
         ErrorCode.PROTOCOL_ERROR,
@@ -155,13 +166,30 @@ export class ServerConnection implements ConnectionOwner, DispatchHost {
         { supported: [...SUPPORTED_VERSIONS] },
       );
     }
-    this.connectionMetadata = hello.metadata ?? EMPTY;
+    // Throws what refuses the handshake: a crypto-only server and a HELLO
+    // without a valid crypto proof (UNAUTHENTICATED).
+    const accepted = acceptProcessors(
+      this.config.processors,
+      hello.processors as Readonly<Record<string, unknown>> | undefined,
+      payload,
+      connection.codec,
+      hello.metadata !== undefined && hello.metadata !== null,
+    );
+    this.connectionMetadata = accepted.metadata ?? hello.metadata ?? EMPTY;
     const id = randomUUID();
-    this.connection.open(hello.limits, id);
     const keepalive = this.config.connectionOptions.keepalive;
-    const welcome: Welcome = { version: PROTOCOL_VERSION, connectionId: id, limits: this.connection.limits };
+    const welcome: Welcome = { version: PROTOCOL_VERSION, connectionId: id, limits: connection.limits };
     if (keepalive !== false) welcome.keepaliveInterval = keepalive.interval;
-    this.connection.sendHandshake(FrameType.WELCOME, welcome);
+    if (accepted.answers !== undefined) welcome.processors = accepted.answers;
+    // WELCOME goes out unprocessed; everything after it is processed as agreed.
+    const sent = connection.sendHandshake(FrameType.WELCOME, welcome);
+    const chain = startProcessors(accepted.agreements, {
+      role: "server",
+      hello: payload,
+      welcome: sent,
+      maxMessageSize: connection.limits.maxMessageSize,
+    });
+    connection.open(hello.limits, id, chain);
     if (serverChannels.connectionOpen.hasSubscribers) serverChannels.connectionOpen.publish({ connectionId: id, peer: this.peer });
   }
 

@@ -1,9 +1,11 @@
 import { lstatSync, unlinkSync } from "node:fs";
 import { type Server as NetServer, type Socket, connect, createServer } from "node:net";
+import { type TlsOptions, createServer as createTlsServer } from "node:tls";
 import { DEFAULT_LIMITS } from "../protocol/connection.js";
 import { type Endpoint, formatEndpoint, parseEndpoint } from "../protocol/endpoint.js";
 import { DEFAULT_KEEPALIVE, type KeepaliveOptions } from "../protocol/keepalive.js";
 import type { CodecLimits } from "../protocol/msgpack-codec.js";
+import { type Processor, checkProcessors } from "../protocol/processor.js";
 import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
 import type { Limits } from "../protocol/wire-messages.js";
 import { type PeerInfo, isLoopbackPeer } from "./call-context.js";
@@ -44,7 +46,31 @@ export interface ServerOptions {
    * {@link Server.useConnection}. Default none.
    */
   connectionMiddleware?: readonly ConnectionMiddleware[];
+  /**
+   * Payload processors offered to every client: `crypto(...)` (AES-256-GCM,
+   * by default required of every client) and `compression(...)`, from
+   * `rapt/plugin`; at most one of each, in any order (compression always
+   * runs before encryption). Default none. See PROTOCOL.md, "Processors".
+   */
+  processors?: readonly Processor[];
 }
+
+/**
+ * TLS settings of a listener: Node's `tls.createServer` options (`key`,
+ * `cert`, `ca`, `requestCert`, `rejectUnauthorized`, `minVersion`, ...).
+ * For mutual TLS set `requestCert: true` and `ca` to the CA that issues
+ * client certificates; `rejectUnauthorized` (default true) then refuses
+ * clients without a valid one in the TLS handshake, and connection
+ * middleware and handlers see the client's certificate on `peer.certificate`.
+ * `handshakeTimeout` defaults to the server's.
+ */
+export type ServerTlsOptions = TlsOptions;
+
+/**
+ * Where to listen: `host:port`, `[v6]:port`, `:port`, `unix:/path` or a path,
+ * or an {@link Endpoint} object, which may carry `tls` to serve TLS on it.
+ */
+export type ListenEndpoint = string | (Endpoint & { readonly tls?: ServerTlsOptions });
 
 /** Options of {@link Server.close}. */
 export interface CloseOptions {
@@ -57,6 +83,12 @@ type ServerState = "idle" | "started" | "stopping" | "stopped";
 interface Listener {
   server: NetServer;
   address: string;
+}
+
+/** A parsed listen target. */
+interface ListenTarget {
+  endpoint: Endpoint;
+  tls: ServerTlsOptions | undefined;
 }
 
 /** The listener a socket came in on, as its address will be listed once bound. */
@@ -98,6 +130,7 @@ export class Server {
       },
       exposeErrors: options.exposeErrors === true,
       trustedPeer: options.trustedPeer ?? isLoopbackPeer,
+      processors: checkProcessors(options.processors, "server processors"),
       connectionMiddleware: this.connectionMiddleware,
       onClose: (connection) => this.forget(connection),
     };
@@ -172,15 +205,17 @@ export class Server {
 
   /**
    * Listens on each endpoint (`host:port`, `[::1]:0`, `unix:/path`, or an
-   * {@link Endpoint}); port 0 picks a free port. The first call runs the
-   * beforeStart and afterStart hooks around opening the listeners. Resolves
-   * with the bound addresses of these endpoints.
+   * {@link Endpoint}); port 0 picks a free port. An endpoint object with
+   * `tls` serves TLS there: `listen({ host: "0.0.0.0", port: 4433, tls: {
+   * key, cert } })`. The first call runs the beforeStart and afterStart
+   * hooks around opening the listeners. Resolves with the bound addresses of
+   * these endpoints.
    */
-  async listen(...endpoints: Array<string | Endpoint>): Promise<string[]> {
+  async listen(...endpoints: ListenEndpoint[]): Promise<string[]> {
     if (this.state === "stopping" || this.state === "stopped") {
       throw new RpcError(ErrorCode.FAILED_PRECONDITION, "server is closed; create a new one");
     }
-    const parsed = endpoints.map((e) => parseEndpoint(e));
+    const parsed = endpoints.map((e) => listenTarget(e));
     if (this.state === "idle") {
       this.state = "started";
       this.starting = this.runHooks("beforeStart");
@@ -247,7 +282,7 @@ export class Server {
    * `listen` returned them; when some fail, those that opened are still
    * recorded (and closed with the server) and the first failure is thrown.
    */
-  private async openListeners(endpoints: Endpoint[]): Promise<string[]> {
+  private async openListeners(endpoints: ListenTarget[]): Promise<string[]> {
     const results = await Promise.allSettled(endpoints.map((e) => this.openListener(e)));
     const bound: string[] = [];
     for (const result of results) {
@@ -265,9 +300,10 @@ export class Server {
     return bound;
   }
 
-  private async openListener(endpoint: Endpoint): Promise<Listener> {
+  private async openListener(target: ListenTarget): Promise<Listener> {
+    const endpoint = target.endpoint;
     try {
-      return await this.tryListen(endpoint);
+      return await this.tryListen(target);
     } catch (error) {
       const code = ((error as RpcError).cause as NodeJS.ErrnoException | undefined)?.code;
       if (!("path" in endpoint) || code !== "EADDRINUSE") throw error;
@@ -281,14 +317,25 @@ export class Server {
       }
       // A socket file left by a crashed server: nobody answers on it.
       unlinkSync(endpoint.path);
-      return this.tryListen(endpoint);
+      return this.tryListen(target);
     }
   }
 
-  private tryListen(endpoint: Endpoint): Promise<Listener> {
+  private tryListen({ endpoint, tls }: ListenTarget): Promise<Listener> {
     return new Promise((resolve, reject) => {
       const listener: ListenerAddress = { address: formatEndpoint(endpoint) };
-      const server = createServer({ noDelay: true }, (socket) => this.accept(socket, endpoint, listener));
+      const onSocket = (socket: Socket): void => this.accept(socket, endpoint, listener);
+      // A TLS listener hands over sockets once their TLS handshake is done
+      // (so the client's certificate is known); one that fails it never
+      // reaches the connection middleware. The handshake gets the server's
+      // handshake timeout, so a silent client cannot hold it open.
+      const server =
+        tls === undefined
+          ? createServer({ noDelay: true }, onSocket)
+          : createTlsServer(
+              { handshakeTimeout: this.config.connectionOptions.handshakeTimeout ?? 10_000, ...tls, noDelay: true },
+              onSocket,
+            );
       server.once("error", (error: NodeJS.ErrnoException) => {
         const where = formatEndpoint(endpoint);
         reject(
@@ -315,6 +362,16 @@ export class Server {
   private async runHooks(name: ServerHookName): Promise<void> {
     for (const hook of this.hooks[name]) await hook(this);
   }
+}
+
+/** Splits a listen argument into its endpoint and TLS settings. */
+function listenTarget(input: ListenEndpoint): ListenTarget {
+  const endpoint = parseEndpoint(input);
+  if (typeof input === "string" || input.tls === undefined) return { endpoint, tls: undefined };
+  if (typeof input.tls !== "object" || input.tls === null) {
+    throw new RpcError(ErrorCode.INVALID_ARGUMENT, `tls for ${formatEndpoint(endpoint)} must be an object of tls.createServer options`);
+  }
+  return { endpoint, tls: input.tls };
 }
 
 /** Whether `path` is a Unix socket that no process accepts on. */

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { Client, type Session } from "../../src/client/index.js";
+import { Client, type ClientSession } from "../../src/client/index.js";
 import { type CallContext, type Channel, Server } from "../../src/server/index.js";
 import { deferred, rejectsWith, waitFor, within } from "../integration/helpers.js";
 
@@ -134,11 +134,11 @@ describe("sessions", () => {
         /callback failed/,
       );
       // The session object used after its session ended fails clearly.
-      let ended: Session | undefined;
+      let ended: ClientSession | undefined;
       await client.session(async (s) => {
         ended = s;
       });
-      await rejectsWith((ended as Session).call("s.seen"), "FAILED_PRECONDITION", /has ended/);
+      await rejectsWith((ended as ClientSession).call("s.seen"), "FAILED_PRECONDITION", /has ended/);
       // A call made outside the callback is not in the session (AsyncLocalStorage follows the call, not the closure).
       let outside: (() => Promise<Seen>) | undefined;
       await client.session(async () => {

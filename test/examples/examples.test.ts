@@ -104,6 +104,23 @@ describe("examples", () => {
     );
   });
 
+  it("session example pins calls to one connection and releases the state at the end", async () => {
+    const r = run("session");
+    assert.equal(await r.exited, 0, r.output());
+    // The server's line comes when the session's end reaches it: its place varies.
+    const lines = r.output().trim().split("\n");
+    assert.equal(lines.length, 3, r.output());
+    assert.ok(
+      lines.some((l) => /^client: 2 items on connection [0-9a-f]{8}, session on [0-9a-f]{8}: true$/.test(l)),
+      r.output(),
+    );
+    assert.ok(
+      lines.some((l) => /^server: session [0-9a-f]{8} ended, cart released$/.test(l)),
+      r.output(),
+    );
+    assert.ok(lines.includes('client: session returned "2 items"'), r.output());
+  });
+
   it("unary client talks to unary server, which stops on SIGTERM", async () => {
     const server = run("unary-server", ["127.0.0.1:0"]);
     try {

@@ -165,7 +165,7 @@ describe("parseCallHead", () => {
       ["too many elements", ["m", 1, {}, 0, 1, 3, "extra"], "$input"],
       ["session stream 0", ["m", null, null, null, null, 0], "$input[5]"],
       ["session stream not a number", ["m", null, null, null, null, "s"], "$input[5]"],
-      ["unknown kind", ["m", null, null, null, 3], "$input[4]"],
+      ["unknown kind", ["m", null, null, null, 4], "$input[4]"],
       ["streamed argument not an index", ["m", 1, {}, "extra"], "$input[3]"],
       ["streamed argument past 255", ["m", null, null, 256], "$input[3]"],
       ["numeric method", [5], "$input[0]"],

@@ -1,0 +1,277 @@
+import { FrameFlag } from "./frame.js";
+import type { MsgpackCodec } from "./msgpack-codec.js";
+import { ErrorCode, RpcError } from "./rpc-error.js";
+import type { Metadata } from "./wire-messages.js";
+
+/**
+ * Processors transform message payloads on the way out and back on the way
+ * in, on both ends of a connection whose handshake agreed on them
+ * (PROTOCOL.md, "Processors"). There are two kinds, at most one of each per
+ * side; their names are also their keys in the HELLO and WELCOME
+ * `processors` maps. Whatever order they are configured in, the wire order
+ * is fixed: compression runs first and encryption last when sending, the
+ * reverse when receiving (compressing ciphertext would gain nothing).
+ */
+export type ProcessorKind = "compression" | "crypto";
+
+/** One connection's transform, made by a processor once the handshake agreed on it. */
+export interface PayloadTransform {
+  /** The frame flag bit marking payloads it transformed ({@link FrameFlag.ENCRYPTED} or {@link FrameFlag.COMPRESSED}). */
+  readonly flag: number;
+  /** Most bytes it adds to a payload; 0 for one that only ever shrinks payloads. */
+  readonly overhead: number;
+  /**
+   * Transforms an outgoing payload of a frame whose header will carry the
+   * processing `flags` (this transform's own included). Returns undefined
+   * to leave this payload as it is (its flag is then not set).
+   */
+  encode(type: number, flags: number, streamId: number, payload: Uint8Array): Uint8Array | undefined;
+  /** Reverses {@link encode} on a received payload whose frame carried `flags`; throws an RpcError when it cannot. */
+  decode(type: number, flags: number, streamId: number, payload: Buffer): Buffer;
+}
+
+/** What a processor's transform may depend on, known once both handshake frames have passed. */
+export interface Transcript {
+  /** Which end this is. */
+  readonly role: "client" | "server";
+  /** The HELLO payload, byte for byte as sent. */
+  readonly hello: Uint8Array;
+  /** The WELCOME payload, byte for byte as sent. */
+  readonly welcome: Uint8Array;
+  /** This side's own maxMessageSize, which bounds a decompressed message too. */
+  readonly maxMessageSize: number;
+}
+
+/** A processor's offer for the HELLO. */
+export interface ProcessorOffer {
+  /** The value of HELLO `processors[kind]`. */
+  readonly value: unknown;
+  /** Whether the offer carries the connection metadata sealed, so HELLO must not carry it in the clear. */
+  readonly sealsMetadata?: boolean;
+}
+
+/** What one processor agreed on in a handshake. */
+export interface ProcessorAgreement {
+  readonly kind: ProcessorKind;
+  /** Server side: the value of WELCOME `processors[kind]`. */
+  readonly answer?: unknown;
+  /** Server side: the connection metadata the offer carried sealed. */
+  readonly metadata?: Metadata;
+  /** Makes the connection's transform once both handshake payloads are known. */
+  start(transcript: Transcript): PayloadTransform;
+}
+
+/**
+ * A processor as configured on a server or client (`processors: [crypto(...),
+ * compression(...)]`): it takes part in the handshake and makes each
+ * connection's {@link PayloadTransform}. Built-in: `crypto()` and
+ * `compression()` from `rapt/plugin`.
+ */
+export interface Processor {
+  readonly kind: ProcessorKind;
+  /** Client side: what to offer in HELLO; `metadata` is the connection metadata, which an offer may seal. */
+  offer(metadata: Metadata | undefined, codec: MsgpackCodec): ProcessorOffer;
+  /**
+   * Server side: answers the client's offer (undefined when it made none).
+   * Returns undefined to leave this processor out of the connection; throws
+   * an RpcError to refuse the handshake. `hello` is the HELLO payload.
+   */
+  accept(offer: unknown, hello: Uint8Array, codec: MsgpackCodec): ProcessorAgreement | undefined;
+  /**
+   * Client side: checks the server's answer (undefined when it gave none)
+   * to this side's offer in `hello`. Returns undefined to go on without
+   * this processor; throws an RpcError to fail the handshake.
+   */
+  confirm(answer: unknown, hello: Uint8Array): ProcessorAgreement | undefined;
+}
+
+const KINDS: readonly ProcessorKind[] = ["compression", "crypto"];
+
+/** Checks a `processors` option: an array of processors, at most one of each kind. Throws INVALID_ARGUMENT. */
+export function checkProcessors(value: unknown, what: string): readonly Processor[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value)) throw new RpcError(ErrorCode.INVALID_ARGUMENT, `${what} must be an array of processors`);
+  const seen = new Set<string>();
+  for (const item of value as unknown[]) {
+    const processor = item as Partial<Processor> | null;
+    if (
+      typeof processor !== "object" ||
+      processor === null ||
+      !KINDS.includes(processor.kind as ProcessorKind) ||
+      typeof processor.offer !== "function" ||
+      typeof processor.accept !== "function" ||
+      typeof processor.confirm !== "function"
+    ) {
+      throw new RpcError(ErrorCode.INVALID_ARGUMENT, `${what}: each entry must be a processor such as crypto() or compression()`);
+    }
+    if (seen.has(processor.kind as string)) {
+      throw new RpcError(ErrorCode.INVALID_ARGUMENT, `${what}: more than one ${String(processor.kind)} processor`);
+    }
+    seen.add(processor.kind as string);
+  }
+  return [...(value as Processor[])];
+}
+
+/** Client side: the HELLO `processors` map (undefined for none) and the metadata to send in the clear. */
+export function offerProcessors(
+  processors: readonly Processor[],
+  metadata: Metadata | undefined,
+  codec: MsgpackCodec,
+): { offers: Record<string, unknown> | undefined; metadata: Metadata | undefined } {
+  if (processors.length === 0) return { offers: undefined, metadata };
+  const offers: Record<string, unknown> = {};
+  let clear = metadata;
+  for (const processor of processors) {
+    const offer = processor.offer(metadata, codec);
+    offers[processor.kind] = offer.value;
+    if (offer.sealsMetadata === true) clear = undefined;
+  }
+  return { offers, metadata: clear };
+}
+
+/** What a server agreed on in a handshake. */
+export interface AcceptedProcessors {
+  /** The WELCOME `processors` map, or undefined when nothing was agreed. */
+  readonly answers: Record<string, unknown> | undefined;
+  /** Connection metadata a processor unsealed, if any. */
+  readonly metadata: Metadata | undefined;
+  readonly agreements: readonly ProcessorAgreement[];
+}
+
+/**
+ * Server side: answers the HELLO's `offers` with this server's processors.
+ * Throws the RpcError that refuses the handshake (a crypto-only server
+ * without a valid crypto offer, metadata in the clear next to a sealing offer).
+ */
+export function acceptProcessors(
+  processors: readonly Processor[],
+  offers: Readonly<Record<string, unknown>> | undefined,
+  hello: Uint8Array,
+  codec: MsgpackCodec,
+  clearMetadata: boolean,
+): AcceptedProcessors {
+  if (processors.length === 0) return { answers: undefined, metadata: undefined, agreements: [] };
+  const agreements: ProcessorAgreement[] = [];
+  let answers: Record<string, unknown> | undefined;
+  let metadata: Metadata | undefined;
+  for (const processor of processors) {
+    const agreement = processor.accept(offers?.[processor.kind], hello, codec);
+    if (agreement === undefined) continue;
+    agreements.push(agreement);
+    (answers ??= {})[processor.kind] = agreement.answer;
+    if (agreement.metadata !== undefined) {
+      if (clearMetadata) {
+        throw new RpcError(
+          ErrorCode.PROTOCOL_ERROR,
+          `HELLO carries metadata in the clear next to a ${processor.kind} offer, which carries it sealed; send it only sealed`,
+        );
+      }
+      metadata = agreement.metadata;
+    }
+  }
+  return { answers, metadata, agreements };
+}
+
+/**
+ * Client side: checks the WELCOME's `answers` against this client's
+ * processors. Throws PROTOCOL_ERROR for an answer to something not offered,
+ * or what a processor throws (crypto: UNAUTHENTICATED when the server did
+ * not accept encryption or could not prove it holds the key).
+ */
+export function confirmProcessors(
+  processors: readonly Processor[],
+  answers: Readonly<Record<string, unknown>> | undefined,
+  hello: Uint8Array,
+): ProcessorAgreement[] {
+  if (answers !== undefined) {
+    for (const kind of KINDS) {
+      if (answers[kind] !== undefined && !processors.some((p) => p.kind === kind)) {
+        throw new RpcError(ErrorCode.PROTOCOL_ERROR, `the server's WELCOME accepts the ${kind} processor, which this client did not offer`);
+      }
+    }
+  }
+  const agreements: ProcessorAgreement[] = [];
+  for (const processor of processors) {
+    const agreement = processor.confirm(answers?.[processor.kind], hello);
+    if (agreement !== undefined) agreements.push(agreement);
+  }
+  return agreements;
+}
+
+/** Starts the agreed processors on a connection; undefined when none was agreed (the fast path). */
+export function startProcessors(agreements: readonly ProcessorAgreement[], transcript: Transcript): ProcessorChain | undefined {
+  if (agreements.length === 0) return undefined;
+  let compression: PayloadTransform | undefined;
+  let crypto: PayloadTransform | undefined;
+  for (const agreement of agreements) {
+    const transform = agreement.start(transcript);
+    if (transform.flag === FrameFlag.COMPRESSED) compression = transform;
+    else if (transform.flag === FrameFlag.ENCRYPTED) crypto = transform;
+    else
+      throw new RpcError(
+        ErrorCode.INTERNAL,
+        `the ${agreement.kind} processor made a transform with unknown flag 0x${transform.flag.toString(16)}`,
+      );
+  }
+  return new ProcessorChain(compression, crypto);
+}
+
+/**
+ * One connection's agreed transforms in their wire order: on the way out
+ * compress, then encrypt; on the way in decrypt, then decompress. A
+ * connection without processors has no chain at all.
+ */
+export class ProcessorChain {
+  /** The processing flag bits agreed on: the only ones the peer may set. */
+  readonly flags: number;
+  /** Whether every frame after the handshake must be encrypted. */
+  readonly encrypted: boolean;
+  /** Most bytes processing adds to a payload. */
+  readonly overhead: number;
+  /** The processing flags of the payload the last {@link encode} returned. */
+  lastFlags = 0;
+  private readonly compression: PayloadTransform | undefined;
+  private readonly crypto: PayloadTransform | undefined;
+
+  constructor(compression: PayloadTransform | undefined, crypto: PayloadTransform | undefined) {
+    this.compression = compression;
+    this.crypto = crypto;
+    this.flags = (compression === undefined ? 0 : FrameFlag.COMPRESSED) | (crypto === undefined ? 0 : FrameFlag.ENCRYPTED);
+    this.encrypted = crypto !== undefined;
+    this.overhead = (compression?.overhead ?? 0) + (crypto?.overhead ?? 0);
+  }
+
+  /**
+   * Processes an outgoing payload; its processing flags are then in
+   * {@link lastFlags}. Returns `payload` itself when nothing applied.
+   * Stream 0 is never compressed.
+   */
+  encode(type: number, streamId: number, payload: Uint8Array): Uint8Array {
+    let flags = 0;
+    if (this.compression !== undefined && streamId !== 0) {
+      const compressed = this.compression.encode(type, FrameFlag.COMPRESSED, streamId, payload);
+      if (compressed !== undefined) {
+        payload = compressed;
+        flags = FrameFlag.COMPRESSED;
+      }
+    }
+    if (this.crypto !== undefined) {
+      flags |= FrameFlag.ENCRYPTED;
+      payload = this.crypto.encode(type, flags, streamId, payload) as Uint8Array;
+    }
+    this.lastFlags = flags;
+    return payload;
+  }
+
+  /** Opens a received payload flagged ENCRYPTED. Throws UNAUTHENTICATED (or RESOURCE_EXHAUSTED for a full replay cache). */
+  decrypt(type: number, flags: number, streamId: number, payload: Buffer): Buffer {
+    if (this.crypto === undefined) throw new RpcError(ErrorCode.PROTOCOL_ERROR, "ENCRYPTED flag on a connection without crypto");
+    return this.crypto.decode(type, flags, streamId, payload);
+  }
+
+  /** Inflates a received payload flagged COMPRESSED. Throws RESOURCE_EXHAUSTED past maxMessageSize, PROTOCOL_ERROR when malformed. */
+  decompress(type: number, flags: number, streamId: number, payload: Buffer): Buffer {
+    if (this.compression === undefined) throw new RpcError(ErrorCode.PROTOCOL_ERROR, "COMPRESSED flag on a connection without compression");
+    return this.compression.decode(type, flags, streamId, payload);
+  }
+}
