@@ -17,7 +17,7 @@ import { SessionPin, activeSession, runInSession } from "./session.js";
 import { LongTimer } from "./long-timer.js";
 import type { Channel } from "../protocol/channel.js";
 import { ChannelCall, type ChannelOptions } from "./channel-call.js";
-import { type ProxyTarget, type ServiceProxy, createProxy } from "./proxy.js";
+import { type ChannelProxy, type ProxyTarget, type ServiceProxy, createChannelProxy, createProxy } from "./proxy.js";
 import { type ResponseMode, type ServerStream, StreamingCall, isStreamSource } from "./streaming-call.js";
 import { type UnprocessedRetry, startUnary } from "./unary-call.js";
 
@@ -335,6 +335,16 @@ export class Client {
       this.connection(name, options.timeout, options.signal, waitForReady, started).then(open, (error: RpcError) => call.fail(error));
     }
     return call.channel as Channel<Send, Receive>;
+  }
+
+  /**
+   * Typed openers for the server's channels, from the handlers' types:
+   * `client.channels<typeof chat>("chat").join({ metadata })` opens
+   * `chat.join` as a `Channel` typed from the client's side. See
+   * {@link ChannelProxy}.
+   */
+  channels<T>(group = ""): ChannelProxy<T> {
+    return createChannelProxy<T>((name, options) => this.channel(name, options), group);
   }
 
   /** Everything wrong with a call before it starts, or undefined. */

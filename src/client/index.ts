@@ -2,7 +2,7 @@ export { Client, type ClientOptions, type ClientSession } from "./client.js";
 export type { PoolOptions } from "./connection-pool.js";
 export { type Picker, roundRobin, leastLoaded, connectionLoad } from "./picker.js";
 export type { CallOptions } from "./call-options.js";
-export type { ServiceProxy, WireValue } from "./proxy.js";
+export type { ChannelProxy, ServiceProxy, WireValue } from "./proxy.js";
 export type { ServerStream } from "./streaming-call.js";
 export type { BackoffOptions } from "./backoff.js";
 export { RpcError, ErrorCode } from "../protocol/rpc-error.js";

@@ -1,4 +1,6 @@
+import type { Channel } from "../protocol/channel.js";
 import type { CallOptions } from "./call-options.js";
+import type { ChannelOptions } from "./channel-call.js";
 import type { ServerStream, StreamingCall } from "./streaming-call.js";
 
 /**
@@ -77,23 +79,46 @@ export class ProxyCall<T> extends Promise<T> implements ServerStream<unknown> {
 }
 
 /**
+ * The typed openers of channels: each channel handler of `T`, declared
+ * `(this: CallContext, channel: Channel<Send, Receive>) => ...` from the
+ * server's side, becomes `(options?) => Channel<Receive, Send>`, the
+ * client's side. Nested objects become nested groups.
+ */
+export type ChannelProxy<T> = {
+  readonly [K in keyof T]: T[K] extends (channel: Channel<infer Send, infer Receive>) => unknown
+    ? (options?: ChannelOptions) => Channel<Receive, Send>
+    : T[K] extends object
+      ? ChannelProxy<T[K]>
+      : never;
+};
+
+/**
  * Builds a stub whose property paths name methods: `stub.calc.add(1, 2)`
  * calls `prefix.calc.add`. Stubs for each path are made once and cached.
  */
 export function createProxy<T>(target: ProxyTarget, prefix: string, options: CallOptions | undefined): ServiceProxy<T> {
-  return node(target, prefix, options) as ServiceProxy<T>;
+  return node(
+    prefix,
+    (path) =>
+      (...args: unknown[]) =>
+        new ProxyCall(target.open(path, args, options)),
+  ) as ServiceProxy<T>;
 }
 
-function node(target: ProxyTarget, path: string, options: CallOptions | undefined): unknown {
+/** Builds a stub whose property paths name channels: `chat.join(options)` opens `prefix.chat.join`. */
+export function createChannelProxy<T>(open: (name: string, options?: ChannelOptions) => Channel, prefix: string): ChannelProxy<T> {
+  return node(prefix, (path) => (options?: ChannelOptions) => open(path, options)) as ChannelProxy<T>;
+}
+
+function node(path: string, leaf: (path: string) => (...args: never[]) => unknown): unknown {
   const children = new Map<string, unknown>();
-  const invoke = (...args: unknown[]): ProxyCall<unknown> => new ProxyCall(target.open(path, args, options));
-  return new Proxy(invoke, {
+  return new Proxy(leaf(path), {
     get(_fn, key) {
       // `then` must stay undefined, or `await stub` would treat the stub as a promise.
       if (typeof key !== "string" || key === "then") return undefined;
       let child = children.get(key);
       if (child === undefined) {
-        child = node(target, path === "" ? key : `${path}.${key}`, options);
+        child = node(path === "" ? key : `${path}.${key}`, leaf);
         children.set(key, child);
       }
       return child;

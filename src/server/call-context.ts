@@ -47,6 +47,21 @@ export interface CallContext {
    * (`this.remote.emit("progress", 50)`).
    */
   readonly remote: Remote;
+  /**
+   * What the server's `connectionState` factory created for this connection
+   * (tino's ConnState); undefined without one. Cast it to your type.
+   */
+  readonly connectionState: unknown;
+}
+
+/** What a `connectionState` factory is told about a new connection. */
+export interface ConnectionInfo {
+  readonly peer: PeerInfo;
+  readonly connectionId: string;
+  /** The client's handshake metadata. */
+  readonly metadata: Metadata;
+  /** Runs `fn` when the connection closes: release what the state holds. */
+  onClose(fn: () => void): void;
 }
 
 /** Whether a peer is on this machine: loopback addresses (IPv4, IPv6, IPv4-mapped) and Unix sockets. */

@@ -7,7 +7,7 @@ export {
   type ServerTlsOptions,
   type ListenEndpoint,
 } from "./server.js";
-export type { CallContext, PeerInfo } from "./call-context.js";
+export type { CallContext, ConnectionInfo, PeerInfo } from "./call-context.js";
 export type { PeerCertificate } from "../protocol/peer-certificate.js";
 export { isLoopbackPeer } from "./call-context.js";
 export type { ChannelHandler, EventListener, Handler, RegisterOptions, RegisterServiceOptions } from "./registry.js";

@@ -14,7 +14,7 @@ import { Remote } from "../client/remote.js";
 const remotes = new WeakMap<Connection, Remote>();
 
 /** The one {@link Remote} of a connection. */
-function remoteOf(connection: Connection): Remote {
+export function remoteOf(connection: Connection): Remote {
   let remote = remotes.get(connection);
   if (remote === undefined) {
     remote = new Remote(connection);
@@ -33,6 +33,8 @@ export interface CallHost {
   readonly connectionMetadata: Metadata;
   /** Whether thrown non-RpcError messages reach the caller (else "internal error"). */
   readonly exposeErrors: boolean;
+  /** What the server's `connectionState` factory made for this connection, if any. */
+  readonly connectionState?: unknown;
 }
 
 /**
@@ -82,6 +84,10 @@ export class ServerCall implements CallContext, StreamReceiver, PumpSink {
 
   get connectionMetadata(): Metadata {
     return this.host.connectionMetadata;
+  }
+
+  get connectionState(): unknown {
+    return this.host.connectionState;
   }
 
   get remote(): Remote {

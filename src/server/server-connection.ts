@@ -14,7 +14,7 @@ import { peerCertificate } from "../protocol/peer-certificate.js";
 import { type Processor, acceptProcessors, startProcessors } from "../protocol/processor.js";
 import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
 import { type Metadata, PROTOCOL_VERSION, SUPPORTED_VERSIONS, type Welcome, errorToBody, parseHello } from "../protocol/wire-messages.js";
-import type { PeerInfo } from "./call-context.js";
+import type { ConnectionInfo, PeerInfo } from "./call-context.js";
 import {
   type ConnectionMiddleware,
   type ConnectionRefusedMessage,
@@ -37,6 +37,8 @@ export interface ServerConnectionConfig {
   readonly connectionMiddleware: readonly ConnectionMiddleware[];
   /** Called once the connection has closed. */
   readonly onClose: (connection: ServerConnection) => void;
+  /** Creates per-connection state at the handshake (server option `connectionState`). */
+  readonly connectionState: ((info: ConnectionInfo) => unknown) | undefined;
 }
 
 const EMPTY: Metadata = Object.freeze({}) as Metadata;
@@ -72,6 +74,9 @@ export class ServerConnection implements ConnectionOwner, DispatchHost {
   readonly connection: Connection;
   readonly peer: PeerInfo;
   connectionMetadata: Metadata = EMPTY;
+  /** What the `connectionState` factory made for this connection. */
+  connectionState: unknown = undefined;
+  private readonly closeHooks: Array<() => void> = [];
   private readonly config: ServerConnectionConfig;
   /** Present while (and after) the connection middleware runs; undefined when the server has none. */
   private readonly incoming: IncomingConnectionState | undefined;
@@ -177,6 +182,7 @@ export class ServerConnection implements ConnectionOwner, DispatchHost {
     );
     this.connectionMetadata = accepted.metadata ?? hello.metadata ?? EMPTY;
     const id = randomUUID();
+    this.createState(id);
     const keepalive = this.config.connectionOptions.keepalive;
     const welcome: Welcome = { version: PROTOCOL_VERSION, connectionId: id, limits: connection.limits };
     if (keepalive !== false) welcome.keepaliveInterval = keepalive.interval;
@@ -193,6 +199,28 @@ export class ServerConnection implements ConnectionOwner, DispatchHost {
     if (serverChannels.connectionOpen.hasSubscribers) serverChannels.connectionOpen.publish({ connectionId: id, peer: this.peer });
   }
 
+  /**
+   * Runs the `connectionState` factory before WELCOME goes out, so a factory
+   * that throws refuses the handshake (its RpcError, else INTERNAL).
+   */
+  private createState(connectionId: string): void {
+    const factory = this.config.connectionState;
+    if (factory === undefined) return;
+    const hooks = this.closeHooks;
+    try {
+      this.connectionState = factory({
+        peer: this.peer,
+        connectionId,
+        metadata: this.connectionMetadata,
+        onClose: (fn) => hooks.push(fn),
+      });
+    } catch (error) {
+      if (error instanceof RpcError) throw error;
+      const message = this.config.exposeErrors && error instanceof Error ? error.message : "internal error";
+      throw new RpcError(ErrorCode.INTERNAL, `connection state could not be created: ${message}`);
+    }
+  }
+
   onCall(streamId: number, payload: Buffer): void {
     dispatchCall(this, streamId, payload);
   }
@@ -202,6 +230,13 @@ export class ServerConnection implements ConnectionOwner, DispatchHost {
   }
 
   onClose(reason: RpcError): void {
+    for (const hook of this.closeHooks.splice(0)) {
+      try {
+        hook();
+      } catch {
+        // One failing cleanup must not keep the others from running.
+      }
+    }
     if (serverChannels.connectionClose.hasSubscribers) {
       serverChannels.connectionClose.publish({ connectionId: this.connection.id, peer: this.peer, reason });
     }

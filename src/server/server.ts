@@ -8,7 +8,9 @@ import type { CodecLimits } from "../protocol/msgpack-codec.js";
 import { type Processor, checkProcessors } from "../protocol/processor.js";
 import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
 import type { Limits } from "../protocol/wire-messages.js";
-import { type PeerInfo, isLoopbackPeer } from "./call-context.js";
+import type { Remote } from "../client/remote.js";
+import { type ConnectionInfo, type PeerInfo, isLoopbackPeer } from "./call-context.js";
+import { remoteOf } from "./server-call.js";
 import type { ConnectionMiddleware } from "./connection-middleware.js";
 import { type ChannelHandler, type Handler, type RegisterOptions, type RegisterServiceOptions, Registry } from "./registry.js";
 import { ServerConnection, type ServerConnectionConfig, peerOf } from "./server-connection.js";
@@ -20,6 +22,13 @@ export type ServerHook = (server: Server) => void | Promise<void>;
 
 /** Options of a {@link Server}. */
 export interface ServerOptions {
+  /**
+   * Creates state for each connection at its handshake (as tino's
+   * ConnState); handlers see it as `this.connectionState`. Register cleanup
+   * with `info.onClose`. A factory that throws refuses the connection.
+   * Default: none.
+   */
+  connectionState?: (info: ConnectionInfo) => unknown;
   /** What the server accepts from each client. Defaults: 1 MiB frames, 64 MiB messages, 10,000 concurrent calls per connection. */
   limits?: Partial<Limits>;
   /** PINGs and silent-peer timeout; `false` turns them off. Default a PING every 10 s, drop after 30 s of silence. */
@@ -133,6 +142,7 @@ export class Server {
       processors: checkProcessors(options.processors, "server processors"),
       connectionMiddleware: this.connectionMiddleware,
       onClose: (connection) => this.forget(connection),
+      connectionState: options.connectionState,
     };
     for (const [name, hook] of Object.entries(options.hooks ?? {})) this.hook(name as ServerHookName, hook);
     for (const middleware of options.connectionMiddleware ?? []) this.useConnection(middleware);
@@ -201,6 +211,17 @@ export class Server {
   /** Open connections (including those still in their handshake or their connection middleware). */
   get connectionCount(): number {
     return this.connections.size;
+  }
+
+  /**
+   * The clients connected now (past their handshake), each as a
+   * {@link Remote}: push them events (`emit`) or call their registered
+   * functions at any time, not only from inside a handler.
+   */
+  get clients(): Remote[] {
+    const remotes: Remote[] = [];
+    for (const { connection } of this.connections) if (connection.isOpen) remotes.push(remoteOf(connection));
+    return remotes;
   }
 
   /**

@@ -104,6 +104,28 @@ describe("server to client", () => {
     }
   });
 
+  it("the server can push events to every connected client at any time (server.clients)", async () => {
+    const other = new Client(client.endpoint, { keepalive: false });
+    const heard: string[] = [];
+    const done = deferred<void>();
+    other.on("news", (headline: string) => {
+      heard.push(headline);
+      done.resolve();
+    });
+    try {
+      await other.connect();
+      await waitFor(() => server.clients.length === 2, 2000, "two clients");
+      for (const remote of server.clients) remote.emit("news", "rapt ships channels");
+      await within(done.promise, 2000, "event");
+      assert.deepEqual(heard, ["rapt ships channels"]);
+      // A callback outside any handler works too.
+      const answers = await Promise.all(server.clients.map((remote) => remote.call("ui.confirm", ["all?"]).catch((e: RpcError) => e.code)));
+      assert.deepEqual(answers.sort(), ["NOT_FOUND", "ok: all? (from 127.0.0.1)"]);
+    } finally {
+      await other.close();
+    }
+  });
+
   it("a client that registered nothing refuses callbacks with NOT_FOUND", async () => {
     const plain = new Client(client.endpoint, { keepalive: false });
     try {

@@ -146,6 +146,28 @@ describe("channels", () => {
     assert.equal(closed.error?.code, "FAILED_PRECONDITION");
   });
 
+  it("typed openers through client.channels() open channels typed from the client's side", async () => {
+    // The handlers' types, as a client would import them from the server's module.
+    type Handlers = {
+      echo: (channel: Channel<string, number>) => Promise<void>;
+      nested: { greeter: (channel: Channel<string, string>) => Promise<void> };
+    };
+    const open = client.channels<Handlers>();
+    const channel = open.echo();
+    // The server's Channel<string, number> is the client's Channel<number, string>.
+    const typed: Channel<number, string> = channel;
+    // @ts-expect-error the client sends numbers here, not strings
+    void typed.send("wrong").catch(() => {});
+    await typed.send(7);
+    channel.end();
+    const got: string[] = [];
+    for await (const message of typed) got.push(message);
+    assert.ok(got.includes("echo:7"), JSON.stringify(got));
+    // Nested groups name nested channels; this one does not exist on the server.
+    const missing = await open.nested.greeter().closed;
+    assert.match(missing.reason, /"nested\.greeter" is not registered/);
+  });
+
   it("unknown channels, channels called as methods and methods opened as channels get clear errors", async () => {
     const unknown = await client.channel("nope").closed;
     assert.equal(unknown.error?.code, "NOT_FOUND");
