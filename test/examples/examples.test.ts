@@ -1,44 +1,8 @@
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
-import { once } from "node:events";
 import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
+import { outputMatching, runExample } from "./run-example.js";
 import { fileURLToPath } from "node:url";
-
-function example(name: string): string {
-  return fileURLToPath(new URL(`../../examples/${name}.js`, import.meta.url));
-}
-
-interface Run {
-  child: ChildProcess;
-  output: () => string;
-  exited: Promise<number | null>;
-}
-
-function run(name: string, args: string[] = []): Run {
-  const child = spawn(process.execPath, [example(name), ...args], { stdio: ["ignore", "pipe", "pipe"] });
-  let output = "";
-  child.stdout?.on("data", (chunk: Buffer) => {
-    output += chunk.toString();
-  });
-  child.stderr?.on("data", (chunk: Buffer) => {
-    output += chunk.toString();
-  });
-  const exited = once(child, "exit").then(([code]) => code as number | null);
-  // A hung example must fail the test, not the whole run.
-  const guard = setTimeout(() => child.kill("SIGKILL"), 20_000);
-  void exited.finally(() => clearTimeout(guard));
-  return { child, output: () => output, exited };
-}
-
-async function waitFor(r: Run, pattern: RegExp): Promise<RegExpExecArray> {
-  for (let i = 0; i < 200; i++) {
-    const match = pattern.exec(r.output());
-    if (match !== null) return match;
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-  throw new Error(`no ${pattern} in output:\n${r.output()}`);
-}
 
 function source(relative: string): string {
   return readFileSync(fileURLToPath(new URL(`../../../${relative}`, import.meta.url)), "utf8");
@@ -53,10 +17,10 @@ describe("examples", () => {
   });
 
   it("quickstart client calls quickstart server", async () => {
-    const server = run("quickstart-server", ["127.0.0.1:0"]);
+    const server = runExample("quickstart-server", ["127.0.0.1:0"]);
     try {
-      const [, address] = await waitFor(server, /listening on (\S+)/);
-      const client = run("quickstart-client", [address as string]);
+      const [, address] = await outputMatching(server, /listening on (\S+)/);
+      const client = runExample("quickstart-client", [address as string]);
       assert.equal(await client.exited, 0, client.output());
       assert.equal(client.output(), "3\n");
       server.child.kill("SIGTERM");
@@ -67,7 +31,7 @@ describe("examples", () => {
   });
 
   it("demo runs a server and a client in one process and exits cleanly", async () => {
-    const demo = run("demo");
+    const demo = runExample("demo");
     assert.equal(await demo.exited, 0, demo.output());
     const out = demo.output();
     assert.match(out, /calc\.add\(40, 2\) -> 42/);
@@ -78,7 +42,7 @@ describe("examples", () => {
   });
 
   it("stream example shows a server stream, early exit, a client stream and both ways", async () => {
-    const r = run("stream");
+    const r = runExample("stream");
     assert.equal(await r.exited, 0, r.output());
     assert.equal(
       r.output(),
@@ -96,7 +60,7 @@ describe("examples", () => {
   });
 
   it("chat example broadcasts over channels and closes them", async () => {
-    const r = run("chat");
+    const r = runExample("chat");
     assert.equal(await r.exited, 0, r.output());
     assert.equal(
       r.output(),
@@ -105,7 +69,7 @@ describe("examples", () => {
   });
 
   it("session example pins calls to one connection and releases the state at the end", async () => {
-    const r = run("session");
+    const r = runExample("session");
     assert.equal(await r.exited, 0, r.output());
     // The server's line comes when the session's end reaches it: its place varies.
     const lines = r.output().trim().split("\n");
@@ -122,10 +86,10 @@ describe("examples", () => {
   });
 
   it("unary client talks to unary server, which stops on SIGTERM", async () => {
-    const server = run("unary-server", ["127.0.0.1:0"]);
+    const server = runExample("unary-server", ["127.0.0.1:0"]);
     try {
-      const [, address] = await waitFor(server, /listening on (\S+)/);
-      const client = run("unary-client", [address as string]);
+      const [, address] = await outputMatching(server, /listening on (\S+)/);
+      const client = runExample("unary-client", [address as string]);
       assert.equal(await client.exited, 0, client.output());
       const out = client.output();
       assert.match(out, /add\(2, 3\) = 5/);

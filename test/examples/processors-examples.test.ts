@@ -1,38 +1,10 @@
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
-import { once } from "node:events";
 import { describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
-
-function example(name: string): string {
-  return fileURLToPath(new URL(`../../examples/${name}.js`, import.meta.url));
-}
-
-interface Run {
-  child: ChildProcess;
-  output: () => string;
-  exited: Promise<number | null>;
-}
-
-function run(name: string, args: string[] = []): Run {
-  const child = spawn(process.execPath, [example(name), ...args], { stdio: ["ignore", "pipe", "pipe"] });
-  let output = "";
-  child.stdout?.on("data", (chunk: Buffer) => {
-    output += chunk.toString();
-  });
-  child.stderr?.on("data", (chunk: Buffer) => {
-    output += chunk.toString();
-  });
-  const exited = once(child, "exit").then(([code]) => code as number | null);
-  // A hung example must fail the test, not the whole run.
-  const guard = setTimeout(() => child.kill("SIGKILL"), 20_000);
-  void exited.finally(() => clearTimeout(guard));
-  return { child, output: () => output, exited };
-}
+import { runExample } from "./run-example.js";
 
 describe("processor and TLS examples", () => {
   it("encrypted: a client with the key is served; a plaintext client and one with another key are refused", async () => {
-    const r = run("encrypted");
+    const r = runExample("encrypted");
     assert.equal(await r.exited, 0, r.output());
     assert.equal(
       r.output(),
@@ -49,7 +21,7 @@ describe("processor and TLS examples", () => {
   });
 
   it("tls: mutual TLS admits alice, middleware refuses bob, and a client without a certificate is refused", async () => {
-    const r = run("tls");
+    const r = runExample("tls");
     assert.equal(await r.exited, 0, r.output());
     const lines = r.output().split("\n");
     assert.deepEqual(lines.slice(0, 4), [

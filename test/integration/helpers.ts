@@ -118,6 +118,21 @@ export function callFrame(streamId: number, method: string, args: unknown[]): Bu
  * A hand-driven peer over a real socket: writes whatever bytes a test gives
  * it and parses what comes back into frames.
  */
+/** Where a {@link RawPeer} connects, and from which source address. */
+export interface PeerRoute {
+  /** Server port (ignored with `path`). */
+  port: number;
+  /** A Unix socket path to connect to instead of a port. */
+  path?: string;
+  /** Server host; default 127.0.0.1. */
+  host?: string;
+  /** Source address (127.0.0.2, ...; Linux routes all of 127.0.0.0/8 to loopback); default the system's choice. */
+  from?: string;
+}
+
+/** What a server answered a HELLO with. */
+export type HandshakeOutcome = { admitted: true } | { admitted: false; code: string; message: string; data: unknown };
+
 export class RawPeer {
   readonly socket: Socket;
   readonly frames: RawFrame[] = [];
@@ -157,12 +172,31 @@ export class RawPeer {
   }
 
   /** Connects to `127.0.0.1:port` or a Unix path. */
-  static connect(target: number | string): Promise<RawPeer> {
+  static connect(target: number | string | PeerRoute): Promise<RawPeer> {
     return new Promise((resolve, reject) => {
-      const socket = typeof target === "number" ? connect({ host: "127.0.0.1", port: target }) : connect(target);
+      const route: PeerRoute =
+        typeof target === "number" ? { port: target } : typeof target === "string" ? { port: 0, path: target } : target;
+      const socket =
+        route.path !== undefined
+          ? connect(route.path)
+          : connect({
+              host: route.host ?? "127.0.0.1",
+              port: route.port,
+              ...(route.from === undefined ? {} : { localAddress: route.from }),
+            });
       socket.once("connect", () => resolve(new RawPeer(socket)));
       socket.once("error", reject);
     });
+  }
+
+  /** Reads the server's first frame: WELCOME (admitted) or ERROR on stream 0 (refused). */
+  async answer(ms = 3000): Promise<HandshakeOutcome> {
+    const first = await this.next(undefined, ms);
+    if (first.type === FrameType.WELCOME) return { admitted: true };
+    assert.equal(first.type, FrameType.ERROR, `expected WELCOME or ERROR, got frame type ${first.type}`);
+    assert.equal(first.streamId, 0);
+    const [code, message, data] = decode(first.payload) as [string, string, unknown];
+    return { admitted: false, code, message, data };
   }
 
   /** Connects and completes the handshake; resolves once WELCOME is in. */
