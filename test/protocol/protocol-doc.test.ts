@@ -1,0 +1,54 @@
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { encodeCallPayload } from "../../src/protocol/call-payload.js";
+import { DEFAULT_LIMITS } from "../../src/protocol/connection.js";
+import { FRAME_HEADER_SIZE, FrameType, writeFrameHeader } from "../../src/protocol/frame.js";
+import { MsgpackCodec } from "../../src/protocol/msgpack-codec.js";
+import { PROTOCOL_VERSION } from "../../src/protocol/wire-messages.js";
+
+const protocol = readFileSync(fileURLToPath(new URL("../../../PROTOCOL.md", import.meta.url)), "utf8");
+
+/** The bytes of the first hex dump under the heading starting with `heading`. */
+function dumpUnder(heading: string): Buffer {
+  const at = protocol.indexOf(heading);
+  assert.ok(at >= 0, `PROTOCOL.md has no heading "${heading}"`);
+  const block = /```\n([\s\S]*?)```/.exec(protocol.slice(at));
+  assert.ok(block !== null, `no hex dump under "${heading}"`);
+  const hex = (block[1] as string)
+    .split("\n")
+    .filter((line) => /^[0-9a-f]{8}: /.test(line))
+    .map((line) => line.slice(10, 10 + 47))
+    .join(" ");
+  return Buffer.from(hex.replace(/\s+/g, ""), "hex");
+}
+
+function frame(type: number, streamId: number, payload: Uint8Array): Buffer {
+  const out = Buffer.alloc(FRAME_HEADER_SIZE + payload.length);
+  writeFrameHeader(out, 0, payload.length, type, 0, streamId);
+  out.set(payload, FRAME_HEADER_SIZE);
+  return out;
+}
+
+/** PROTOCOL.md's worked example (section 11) is what this implementation puts on the wire. */
+describe("PROTOCOL.md worked example matches the encoders", () => {
+  const codec = new MsgpackCodec();
+
+  it("11.1 HELLO is a default client's", () => {
+    assert.deepEqual(dumpUnder("### 11.1"), frame(FrameType.HELLO, 0, codec.encode({ version: PROTOCOL_VERSION, limits: DEFAULT_LIMITS })));
+  });
+
+  it("11.2 WELCOME is a default server's (with the dump's connection id)", () => {
+    const doc = dumpUnder("### 11.2");
+    const connectionId = doc.subarray(0x23, 0x47).toString("latin1");
+    assert.match(connectionId, /^[0-9a-f-]{36}$/);
+    const welcome = { version: PROTOCOL_VERSION, connectionId, limits: DEFAULT_LIMITS };
+    assert.deepEqual(doc, frame(FrameType.WELCOME, 0, codec.encode(welcome)));
+  });
+
+  it("11.3 CALL and 11.4 RESULT are calc.add(1, 2) and 3 on stream 1", () => {
+    assert.deepEqual(dumpUnder("### 11.3"), frame(FrameType.CALL, 1, encodeCallPayload(codec, "calc.add", undefined, undefined, [1, 2])));
+    assert.deepEqual(dumpUnder("### 11.4"), frame(FrameType.RESULT, 1, codec.encode(3)));
+  });
+});
