@@ -59,7 +59,37 @@ export interface ClientOptions {
   processors?: readonly Processor[];
   /** Connect with TLS: Node's `tls.connect` options (`ca`, and `cert` and `key` for mutual TLS). Default plain TCP. */
   tls?: ClientTlsOptions;
+  /**
+   * Run in order, as an onion, around every `client.call()` (sessions'
+   * included); see {@link ClientInterceptor}. Not around `stream()`,
+   * `channel()` or proxy calls. Default none.
+   */
+  interceptors?: readonly ClientInterceptor[];
 }
+
+/**
+ * The call a {@link ClientInterceptor} sees. `args` and `options` may be
+ * replaced or changed before `next()`; `options.metadata` is this call's own
+ * copy, so setting entries on it (an auth token, a trace id) does not touch
+ * the caller's object.
+ */
+export interface InterceptedCall {
+  readonly method: string;
+  args: readonly unknown[];
+  options: CallOptions & { metadata: Metadata };
+}
+
+/**
+ * A client interceptor (`ClientOptions.interceptors`): runs around each
+ * `client.call()`. `next()` runs the later interceptors and then the call
+ * itself with `call.args` and `call.options` as they are at that moment, and
+ * returns its result promise (rejected with an {@link RpcError}). The call
+ * resolves with what the outermost interceptor returns, so return `next()`'s
+ * result (or another value, to answer without calling). `next()` may be
+ * called again, to retry. Anything thrown reaches the caller; a thrown
+ * non-RpcError as an RpcError INTERNAL with its message.
+ */
+export type ClientInterceptor = (call: InterceptedCall, next: () => Promise<unknown>) => Promise<unknown>;
 
 /**
  * A client session (`client.session(fn)`): every call, stream and channel
@@ -93,6 +123,7 @@ export class Client {
   readonly endpoints: readonly string[];
   private readonly link: ConnectionPool;
   private readonly defaults: { timeout: number | undefined; waitForReady: boolean };
+  private readonly interceptors: readonly ClientInterceptor[];
   private closed = false;
   private readonly proxyTarget: ProxyTarget = {
     open: (method, args, options) => this.open(method, args, options ?? {}, "dual"),
@@ -139,6 +170,11 @@ export class Client {
     );
     this.defaults = { timeout: options.timeout, waitForReady: options.waitForReady === true };
     this.exposeErrors = options.exposeErrors === true;
+    const interceptors = options.interceptors ?? [];
+    if (!Array.isArray(interceptors) || interceptors.some((i) => typeof i !== "function")) {
+      throw new RpcError(ErrorCode.INVALID_ARGUMENT, "interceptors must be an array of functions (call, next) => ...");
+    }
+    this.interceptors = [...interceptors];
   }
 
   /**
@@ -149,8 +185,7 @@ export class Client {
   register(name: string, fn: Handler, options?: RegisterOptions): this;
   register(group: string, service: object, options?: RegisterServiceOptions): this;
   register(name: string, target: Handler | object, options?: RegisterOptions | RegisterServiceOptions): this {
-    if (typeof target === "function") this.registry.addFunction(name, target as Handler, options as RegisterOptions);
-    else this.registry.addService(name, target, options as RegisterServiceOptions);
+    this.registry.add(name, target, options);
     return this;
   }
 
@@ -217,6 +252,31 @@ export class Client {
    * UNAVAILABLE, INVALID_ARGUMENT for arguments that cannot be encoded).
    */
   call<R = unknown>(method: string, args: readonly unknown[] = [], options: CallOptions = {}): Promise<R> {
+    if (this.interceptors.length === 0) return this.callNow(method, args, options);
+    return this.intercepted(method, args, options) as Promise<R>;
+  }
+
+  /** Runs the interceptors around {@link callNow}. */
+  private async intercepted(method: string, args: readonly unknown[], options: CallOptions): Promise<unknown> {
+    const call: InterceptedCall = { method, args, options: { ...options, metadata: { ...options.metadata } } };
+    const chain = this.interceptors;
+    const step = (index: number): Promise<unknown> => {
+      const interceptor = chain[index];
+      if (interceptor === undefined) return this.callNow(call.method, call.args, call.options);
+      try {
+        return Promise.resolve(interceptor(call, () => step(index + 1)));
+      } catch (error) {
+        return Promise.reject(error as Error);
+      }
+    };
+    try {
+      return await step(0);
+    } catch (error) {
+      throw RpcError.from(error, ErrorCode.INTERNAL);
+    }
+  }
+
+  private callNow<R>(method: string, args: readonly unknown[], options: CallOptions): Promise<R> {
     const invalid = this.checkCall(method, args, options);
     if (invalid !== undefined) return Promise.reject(invalid);
     if (args.some(isStreamSource)) return this.open(method, args, options, "unary").result() as Promise<R>;

@@ -1,4 +1,4 @@
-export { Client, type ClientOptions, type ClientSession } from "./client.js";
+export { Client, type ClientOptions, type ClientSession, type ClientInterceptor, type InterceptedCall } from "./client.js";
 export type { PoolOptions } from "./connection-pool.js";
 export { type Picker, roundRobin, leastLoaded, connectionLoad } from "./picker.js";
 export type { CallOptions } from "./call-options.js";

@@ -52,6 +52,12 @@ export interface CallContext {
    * (tino's ConnState); undefined without one. Cast it to your type.
    */
   readonly connectionState: unknown;
+  /**
+   * What the server's `authenticate` returned for this connection (the
+   * caller's identity); undefined when the server has none or it returned
+   * undefined. Cast it to your type.
+   */
+  readonly auth: unknown;
 }
 
 /** What a `connectionState` factory is told about a new connection. */

@@ -6,22 +6,32 @@ import type { MethodEntry, Registry } from "./registry.js";
 import { type CallHost, ServerCall } from "./server-call.js";
 import { serverChannels } from "./diagnostics.js";
 import { ServerSession } from "./session.js";
+import type { InboundStream } from "../protocol/inbound-stream.js";
+import type { Channel } from "../protocol/channel.js";
+import { type CallMiddleware, runCallChain } from "./call-middleware.js";
 
 /** What dispatch needs beyond a {@link CallHost}. */
 export interface DispatchHost extends CallHost {
   readonly registry: Registry;
   /** Who may call private methods. */
   readonly trustedPeer: (peer: PeerInfo) => boolean;
+  /** The server's call middleware (a live list); undefined or empty for none. */
+  readonly callMiddleware?: readonly CallMiddleware[];
 }
 
 const NO_METADATA: Metadata = Object.freeze({}) as Metadata;
 
 /**
- * Dispatches one complete CALL: parses its head, finds the method, enforces
- * the private flag and the stream limit, and only then decodes and validates
- * the arguments and runs the handler. Every failure is answered with an ERROR
- * frame on the call's stream; nothing here throws.
-
+ * Dispatches one complete CALL, in this order: parses its head; finds the
+ * session (FAILED_PRECONDITION) and the method (NOT_FOUND); enforces the
+ * private flag (PERMISSION_DENIED), the kind (FAILED_PRECONDITION) and the
+ * stream limit (RESOURCE_EXHAUSTED); fails a zero timeout; checks the
+ * method's `auth` against the connection's (UNAUTHENTICATED,
+ * PERMISSION_DENIED); only then decodes and validates the arguments
+ * (PROTOCOL_ERROR, INVALID_ARGUMENT) and runs the call middleware around the
+ * handler. Without call middleware and `auth`, nothing is allocated beyond
+ * what a call always needs. Every failure is answered with an ERROR frame on
+ * the call's stream; nothing here throws.
  */
 export function dispatchCall(host: DispatchHost, streamId: number, payload: Buffer): void {
   const connection = host.connection;
@@ -82,38 +92,91 @@ export function dispatchCall(host: DispatchHost, streamId: number, payload: Buff
     );
     return;
   }
-  let args: unknown;
-  try {
-    args = connection.codec.decode(call.args);
-  } catch (error) {
-    connection.sendError(streamId, RpcError.from(error, ErrorCode.PROTOCOL_ERROR));
-    return;
-  }
-  if (!Array.isArray(args)) {
-    connection.sendError(streamId, new RpcError(ErrorCode.PROTOCOL_ERROR, `${method}: CALL arguments must be a MessagePack array`));
-    return;
-  }
-  if (inputArg !== undefined && inputArg !== null && inputArg >= args.length) {
-    connection.sendError(
-      streamId,
-      new RpcError(ErrorCode.PROTOCOL_ERROR, `${method}: streamed argument ${inputArg} is beyond the ${args.length} arguments sent`),
-    );
-    return;
-  }
-  const serverCall = new ServerCall(host, streamId, method, metadata ?? NO_METADATA, timeoutMs ?? undefined, session);
+  const chain = host.callMiddleware;
+  // Middleware may set metadata entries: the shared frozen empty one is replaced.
+  const callMetadata = metadata ?? (chain !== undefined && chain.length > 0 ? {} : NO_METADATA);
+  const serverCall = new ServerCall(host, streamId, method, callMetadata, timeoutMs ?? undefined, session);
   connection.addStream(streamId, serverCall);
-  if (inputArg !== undefined && inputArg !== null) args[inputArg] = serverCall.attachInput();
-  if (wantsChannel) {
-    // A channel handler gets the channel; arguments sent with the open are ignored.
-    args.length = 0;
-    args.push(serverCall.attachChannel());
-  }
+  // Attached before the arguments are decoded (which may wait for auth), so
+  // client-stream items and channel frames that arrive meanwhile are kept.
+  const input = inputArg !== undefined && inputArg !== null ? serverCall.attachInput() : undefined;
+  const channel = wantsChannel ? serverCall.attachChannel() : undefined;
   if (timeoutMs === 0) {
     serverCall.fail(new RpcError(ErrorCode.DEADLINE_EXCEEDED, `${method}: deadline already exceeded on arrival`));
     return;
   }
+  if (entry.auth === undefined) {
+    decodeAndInvoke(host, serverCall, entry, call.args, inputArg ?? undefined, input, channel);
+    return;
+  }
+  authorize(host, serverCall, entry).then(
+    (refusal) => {
+      if (refusal === undefined) decodeAndInvoke(host, serverCall, entry, call.args, inputArg ?? undefined, input, channel);
+      else serverCall.fail(refusal);
+    },
+    (error: unknown) => serverCall.fail(error),
+  );
+}
+
+/**
+ * Checks the method's auth requirement against the connection's auth.
+ * Resolves with the refusal, or undefined when the call may go on; rejects
+ * with what a permission check threw.
+ */
+async function authorize(host: DispatchHost, call: ServerCall, entry: MethodEntry): Promise<RpcError | undefined> {
+  const requirement = entry.auth;
+  if (requirement === undefined || call.finished) return undefined;
+  if (host.auth === undefined) {
+    return new RpcError(ErrorCode.UNAUTHENTICATED, `method "${entry.name}" requires authentication`);
+  }
+  if (requirement === true) return undefined;
+  const allowed = await requirement(host.auth, call);
+  if (allowed === true) return undefined;
+  return new RpcError(ErrorCode.PERMISSION_DENIED, `permission denied: this caller may not call "${entry.name}"`);
+}
+
+/** Decodes and validates the arguments and runs the handler, through the call middleware if any. */
+function decodeAndInvoke(
+  host: DispatchHost,
+  serverCall: ServerCall,
+  entry: MethodEntry,
+  encodedArgs: Buffer,
+  inputArg: number | undefined,
+  input: InboundStream | undefined,
+  channel: Channel | undefined,
+): void {
+  if (serverCall.finished) return;
+  const method = entry.name;
+  let args: unknown;
+  try {
+    args = host.connection.codec.decode(encodedArgs);
+  } catch (error) {
+    serverCall.fail(RpcError.from(error, ErrorCode.PROTOCOL_ERROR));
+    return;
+  }
+  if (!Array.isArray(args)) {
+    serverCall.fail(new RpcError(ErrorCode.PROTOCOL_ERROR, `${method}: CALL arguments must be a MessagePack array`));
+    return;
+  }
+  if (inputArg !== undefined && input !== undefined) {
+    if (inputArg >= args.length) {
+      serverCall.fail(
+        new RpcError(ErrorCode.PROTOCOL_ERROR, `${method}: streamed argument ${inputArg} is beyond the ${args.length} arguments sent`),
+      );
+      return;
+    }
+    args[inputArg] = input;
+  }
+  if (channel !== undefined) {
+    // A channel handler gets the channel; arguments sent with the open are ignored.
+    args.length = 0;
+    args.push(channel);
+  }
+  const chain = host.callMiddleware;
+  const run =
+    chain === undefined || chain.length === 0 ? invoke : (c: ServerCall, e: MethodEntry, a: unknown[]) => invokeThrough(chain, c, e, a);
   if (entry.validate === undefined) {
-    invoke(serverCall, entry, args);
+    run(serverCall, entry, args);
     return;
   }
   let checked: unknown[] | Promise<unknown[]>;
@@ -125,10 +188,25 @@ export function dispatchCall(host: DispatchHost, streamId: number, payload: Buff
   }
   if (checked instanceof Promise) {
     checked.then(
-      (valid) => invoke(serverCall, entry, valid),
+      (valid) => run(serverCall, entry, valid),
       (error: unknown) => serverCall.fail(error),
     );
-  } else invoke(serverCall, entry, checked);
+  } else run(serverCall, entry, checked);
+}
+
+/** Runs the handler inside the call middleware; answers once the whole chain has settled. */
+function invokeThrough(chain: readonly CallMiddleware[], call: ServerCall, entry: MethodEntry, args: unknown[]): void {
+  if (call.finished) return;
+  // A snapshot: middleware added meanwhile applies to later calls only.
+  runCallChain(
+    [...chain],
+    call,
+    () => Promise.resolve(entry.fn.apply(call, args)),
+    (error) => call.toRpcError(error),
+  ).then(
+    (value) => call.succeed(value),
+    (error: unknown) => call.fail(error),
+  );
 }
 
 /** A CALL of kind SESSION: its method field is the session id; it stays open until the client ends it. */

@@ -10,7 +10,9 @@ export {
 export type { CallContext, ConnectionInfo, PeerInfo } from "./call-context.js";
 export type { PeerCertificate } from "../protocol/peer-certificate.js";
 export { isLoopbackPeer } from "./call-context.js";
-export type { ChannelHandler, EventListener, Handler, RegisterOptions, RegisterServiceOptions } from "./registry.js";
+export type { AuthRequirement, ChannelHandler, EventListener, Handler, RegisterOptions, RegisterServiceOptions } from "./registry.js";
+export type { CallMiddleware, CallMiddlewareContext } from "./call-middleware.js";
+export type { Credentials } from "./server-connection.js";
 export type { Session } from "./session.js";
 export type { Remote } from "../client/remote.js";
 export type { Channel, ChannelClose } from "../protocol/channel.js";
@@ -40,4 +42,11 @@ export {
   type CompressionProcessor,
   type CompressionOptions,
   type Processor,
+  accessLog,
+  type AccessLogOptions,
+  type AccessLogRecord,
+  rateLimit,
+  type RateLimitOptions,
+  maxConcurrentCalls,
+  type MaxConcurrentCallsOptions,
 } from "../plugin/index.js";

@@ -4,6 +4,16 @@ import type { Channel } from "../protocol/channel.js";
 import type { CallContext } from "./call-context.js";
 
 /**
+ * Who may call a function (`RegisterOptions.auth`): `true` requires an
+ * authenticated connection (the server's `authenticate` returned something
+ * other than undefined); a function also requires one and is then asked
+ * whether this caller may call: it gets the connection's auth result and the
+ * call's context (metadata included; arguments are not decoded yet) and
+ * returns (or resolves to) true to allow. `false` or undefined: anyone.
+ */
+export type AuthRequirement = boolean | ((auth: unknown, ctx: CallContext) => boolean | Promise<boolean>);
+
+/**
  * A function that can be registered. It receives the call's arguments and
  * the {@link CallContext} as `this`; it may be sync or async.
  */
@@ -18,6 +28,14 @@ export interface RegisterOptions {
    * as rap's `is_private`. Others get PERMISSION_DENIED. Default false.
    */
   private?: boolean;
+  /**
+   * Authentication and permission required of callers; see
+   * {@link AuthRequirement}. Checked before the arguments are decoded:
+   * without auth the caller gets UNAUTHENTICATED "method "X" requires
+   * authentication", a check returning false PERMISSION_DENIED. Default
+   * false: no check.
+   */
+  auth?: AuthRequirement;
 }
 
 /** Options when registering a whole service object under a group. */
@@ -26,6 +44,8 @@ export interface RegisterServiceOptions {
   validate?: Record<string, ArgumentValidator>;
   /** Every method of the group is private. Default false. */
   private?: boolean;
+  /** The {@link AuthRequirement} of every method of the group. Default false: no check. */
+  auth?: AuthRequirement;
 }
 
 /**
@@ -43,6 +63,8 @@ export interface MethodEntry {
   readonly fn: (...args: unknown[]) => unknown;
   readonly validate: CompiledValidator | undefined;
   readonly private: boolean;
+  /** Undefined when anyone may call. */
+  readonly auth: true | ((auth: unknown, ctx: CallContext) => boolean | Promise<boolean>) | undefined;
 }
 
 const NAME = /^[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*$/;
@@ -100,9 +122,18 @@ export class Registry {
     this.methods.set(name, this.entry(name, fn, options));
   }
 
+  /** One function under `name`, or every function of a plain object under the group `name`. */
+  add(name: string, target: Handler | object, options?: RegisterOptions | RegisterServiceOptions): void {
+    if (typeof target === "function") this.addFunction(name, target as Handler, options as RegisterOptions);
+    else this.addService(name, target, options as RegisterServiceOptions);
+  }
+
   /** Registers a duplex channel handler under `name` (the same namespace as methods). */
-  addChannel(name: string, handler: ChannelHandler, options: Pick<RegisterOptions, "private"> = {}): void {
-    const entry = this.entry(name, handler as unknown as Handler, { private: options.private === true });
+  addChannel(name: string, handler: ChannelHandler, options: Pick<RegisterOptions, "private" | "auth"> = {}): void {
+    const entry = this.entry(name, handler as unknown as Handler, {
+      private: options.private === true,
+      ...(options.auth === undefined ? {} : { auth: options.auth }),
+    });
     this.methods.set(name, { ...entry, kind: "channel" });
   }
 
@@ -116,12 +147,17 @@ export class Registry {
     }
     if (typeof fn !== "function") throw new RpcError(ErrorCode.INVALID_ARGUMENT, `"${name}" must be registered with a function`);
     if (this.methods.has(name)) throw new RpcError(ErrorCode.ALREADY_EXISTS, `method "${name}" is already registered`);
+    const auth = options.auth;
+    if (auth !== undefined && typeof auth !== "boolean" && typeof auth !== "function") {
+      throw new RpcError(ErrorCode.INVALID_ARGUMENT, `auth of "${name}" must be a boolean or a function (auth, ctx) => boolean`);
+    }
     return {
       name,
       kind: "method",
       fn: fn as unknown as (...args: unknown[]) => unknown,
       validate: options.validate === undefined ? undefined : compileValidator(options.validate),
       private: options.private === true,
+      auth: auth === true ? true : typeof auth === "function" ? auth : undefined,
     };
   }
 
@@ -149,7 +185,14 @@ export class Registry {
       const name = `${group}.${relative}`;
       if (entries.has(name)) throw new RpcError(ErrorCode.ALREADY_EXISTS, `method "${name}" appears twice in the service`);
       const validate = options.validate?.[relative];
-      entries.set(name, this.entry(name, fn, { ...(validate === undefined ? {} : { validate }), private: options.private === true }));
+      entries.set(
+        name,
+        this.entry(name, fn, {
+          ...(validate === undefined ? {} : { validate }),
+          ...(options.auth === undefined ? {} : { auth: options.auth }),
+          private: options.private === true,
+        }),
+      );
     }
     const names: string[] = [];
     for (const [name, entry] of entries) {

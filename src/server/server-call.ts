@@ -7,6 +7,7 @@ import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
 import type { Connection, StreamReceiver } from "../protocol/connection.js";
 import type { Metadata } from "../protocol/wire-messages.js";
 import type { CallContext, PeerInfo } from "./call-context.js";
+import type { CallMiddlewareContext } from "./call-middleware.js";
 import { serverChannels } from "./diagnostics.js";
 import type { Session } from "./session.js";
 import { Remote } from "../client/remote.js";
@@ -35,6 +36,8 @@ export interface CallHost {
   readonly exposeErrors: boolean;
   /** What the server's `connectionState` factory made for this connection, if any. */
   readonly connectionState?: unknown;
+  /** What the server's `authenticate` returned for this connection; undefined when not authenticated. */
+  readonly auth?: unknown;
 }
 
 /**
@@ -44,7 +47,7 @@ export interface CallHost {
  * when the caller cancelled or the connection dropped. A client stream's
  * items arrive through {@link attachInput}.
  */
-export class ServerCall implements CallContext, StreamReceiver, PumpSink {
+export class ServerCall implements CallContext, CallMiddlewareContext, StreamReceiver, PumpSink {
   readonly method: string;
   readonly metadata: Metadata;
   readonly deadline: number | undefined;
@@ -88,6 +91,14 @@ export class ServerCall implements CallContext, StreamReceiver, PumpSink {
 
   get connectionState(): unknown {
     return this.host.connectionState;
+  }
+
+  get auth(): unknown {
+    return this.host.auth;
+  }
+
+  get kind(): "call" | "channel" {
+    return this.channel === undefined ? "call" : "channel";
   }
 
   get remote(): Remote {
@@ -312,7 +323,8 @@ export class ServerCall implements CallContext, StreamReceiver, PumpSink {
     this.host.connection.removeStream(this.streamId);
   }
 
-  private toRpcError(error: unknown): RpcError {
+  /** What the caller is sent for `error`: an RpcError as it is, anything else INTERNAL (published on the handler-error channel). */
+  toRpcError(error: unknown): RpcError {
     if (error instanceof RpcError) return error;
     if (serverChannels.handlerError.hasSubscribers) {
       serverChannels.handlerError.publish({ method: this.method, connectionId: this.connectionId, error });

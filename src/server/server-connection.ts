@@ -24,6 +24,7 @@ import {
 import { serverChannels } from "./diagnostics.js";
 import { type DispatchHost, dispatchCall } from "./dispatch.js";
 import type { Registry } from "./registry.js";
+import type { CallMiddleware } from "./call-middleware.js";
 
 /** The server-wide settings every connection shares. */
 export interface ServerConnectionConfig {
@@ -39,6 +40,20 @@ export interface ServerConnectionConfig {
   readonly onClose: (connection: ServerConnection) => void;
   /** Creates per-connection state at the handshake (server option `connectionState`). */
   readonly connectionState: ((info: ConnectionInfo) => unknown) | undefined;
+  /** The server's call middleware (a live list). */
+  readonly callMiddleware: readonly CallMiddleware[];
+  /** Authenticates each connection at its handshake (server option `authenticate`). */
+  readonly authenticate: ((credentials: Credentials) => unknown) | undefined;
+}
+
+/** What the server's `authenticate` is given, once per connection, at its handshake. */
+export interface Credentials {
+  /** The client's handshake metadata (`ClientOptions.metadata`): where tokens go. */
+  readonly metadata: Metadata;
+  /** Who connected; on mutual TLS with the client's certificate. */
+  readonly peer: PeerInfo;
+  /** Server-assigned id of the connection. */
+  readonly connectionId: string;
 }
 
 const EMPTY: Metadata = Object.freeze({}) as Metadata;
@@ -76,6 +91,10 @@ export class ServerConnection implements ConnectionOwner, DispatchHost {
   connectionMetadata: Metadata = EMPTY;
   /** What the `connectionState` factory made for this connection. */
   connectionState: unknown = undefined;
+  /** What `authenticate` returned for this connection; undefined when not (yet) authenticated. */
+  auth: unknown = undefined;
+  /** True while an async `authenticate` runs (WELCOME waits for it). */
+  private authenticating = false;
   private readonly closeHooks: Array<() => void> = [];
   private readonly config: ServerConnectionConfig;
   /** Present while (and after) the connection middleware runs; undefined when the server has none. */
@@ -152,6 +171,10 @@ export class ServerConnection implements ConnectionOwner, DispatchHost {
     return this.config.trustedPeer;
   }
 
+  get callMiddleware(): readonly CallMiddleware[] {
+    return this.config.callMiddleware;
+  }
+
   /** Starts a graceful shutdown; a connection still in its handshake is refused outright. */
   shutdown(reason: RpcError): void {
     if (this.connection.state === ConnectionState.HANDSHAKE) this.connection.fail(reason);
@@ -161,6 +184,9 @@ export class ServerConnection implements ConnectionOwner, DispatchHost {
   onHandshake(type: number, payload: Buffer): void {
     if (type !== FrameType.HELLO) {
       throw new RpcError(ErrorCode.PROTOCOL_ERROR, `expected HELLO as the first frame, got ${frameTypeName(type)}`);
+    }
+    if (this.authenticating) {
+      throw new RpcError(ErrorCode.PROTOCOL_ERROR, `unexpected ${frameTypeName(type)} frame while the server authenticates the HELLO`);
     }
     const connection = this.connection;
     const hello = parseHello(connection.codec.decode(payload));
@@ -183,6 +209,35 @@ export class ServerConnection implements ConnectionOwner, DispatchHost {
     this.connectionMetadata = accepted.metadata ?? hello.metadata ?? EMPTY;
     const id = randomUUID();
     this.createState(id);
+    const pending = this.authenticate(id);
+    if (pending === undefined) {
+      this.welcome(id, payload, hello.limits, accepted);
+      return;
+    }
+    // WELCOME waits for an async authenticate (within the handshake timeout).
+    this.authenticating = true;
+    pending.then(
+      (auth) => {
+        if (connection.state !== ConnectionState.HANDSHAKE) return;
+        this.auth = auth;
+        try {
+          this.welcome(id, payload, hello.limits, accepted);
+        } catch (error) {
+          connection.fail(RpcError.from(error, ErrorCode.INTERNAL));
+        }
+      },
+      (error: unknown) => connection.fail(this.authRefusal(error)),
+    );
+  }
+
+  /** Sends WELCOME and opens the connection. */
+  private welcome(
+    id: string,
+    hello: Buffer,
+    limits: ReturnType<typeof parseHello>["limits"],
+    accepted: ReturnType<typeof acceptProcessors>,
+  ): void {
+    const connection = this.connection;
     const keepalive = this.config.connectionOptions.keepalive;
     const welcome: Welcome = { version: PROTOCOL_VERSION, connectionId: id, limits: connection.limits };
     if (keepalive !== false) welcome.keepaliveInterval = keepalive.interval;
@@ -191,11 +246,11 @@ export class ServerConnection implements ConnectionOwner, DispatchHost {
     const sent = connection.sendHandshake(FrameType.WELCOME, welcome);
     const chain = startProcessors(accepted.agreements, {
       role: "server",
-      hello: payload,
+      hello,
       welcome: sent,
       maxMessageSize: connection.limits.maxMessageSize,
     });
-    connection.open(hello.limits, id, chain);
+    connection.open(limits, id, chain);
     if (serverChannels.connectionOpen.hasSubscribers) serverChannels.connectionOpen.publish({ connectionId: id, peer: this.peer });
   }
 
@@ -219,6 +274,32 @@ export class ServerConnection implements ConnectionOwner, DispatchHost {
       const message = this.config.exposeErrors && error instanceof Error ? error.message : "internal error";
       throw new RpcError(ErrorCode.INTERNAL, `connection state could not be created: ${message}`);
     }
+  }
+
+  /**
+   * Runs `authenticate` with the handshake's credentials, before WELCOME: a
+   * sync result is stored at once (undefined is returned); an async one is
+   * returned for the handshake to wait for. A throw refuses the handshake.
+   */
+  private authenticate(connectionId: string): Promise<unknown> | undefined {
+    const authenticate = this.config.authenticate;
+    if (authenticate === undefined) return undefined;
+    let result: unknown;
+    try {
+      result = authenticate({ metadata: this.connectionMetadata, peer: this.peer, connectionId });
+    } catch (error) {
+      throw this.authRefusal(error);
+    }
+    if (result instanceof Promise) return result as Promise<unknown>;
+    this.auth = result;
+    return undefined;
+  }
+
+  /** A thrown RpcError as it is; anything else UNAUTHENTICATED with its message. */
+  private authRefusal(error: unknown): RpcError {
+    if (error instanceof RpcError) return error;
+    const message = error instanceof Error ? error.message : String(error);
+    return new RpcError(ErrorCode.UNAUTHENTICATED, `authentication failed: ${message}`, undefined, { cause: error });
   }
 
   onCall(streamId: number, payload: Buffer): void {

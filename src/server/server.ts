@@ -12,8 +12,9 @@ import type { Remote } from "../client/remote.js";
 import { type ConnectionInfo, type PeerInfo, isLoopbackPeer } from "./call-context.js";
 import { remoteOf } from "./server-call.js";
 import type { ConnectionMiddleware } from "./connection-middleware.js";
+import type { CallMiddleware } from "./call-middleware.js";
 import { type ChannelHandler, type Handler, type RegisterOptions, type RegisterServiceOptions, Registry } from "./registry.js";
-import { ServerConnection, type ServerConnectionConfig, peerOf } from "./server-connection.js";
+import { type Credentials, ServerConnection, type ServerConnectionConfig, peerOf } from "./server-connection.js";
 
 /** Lifecycle hook names, as rap's start and stop events. */
 export type ServerHookName = "beforeStart" | "afterStart" | "beforeStop" | "afterStop";
@@ -55,6 +56,26 @@ export interface ServerOptions {
    * {@link Server.useConnection}. Default none.
    */
   connectionMiddleware?: readonly ConnectionMiddleware[];
+  /**
+   * Call middleware, run in order around every call, streaming call and
+   * channel open, after its auth check and argument validation; see
+   * {@link CallMiddleware} and {@link Server.useCall}. Default none.
+   */
+  callMiddleware?: readonly CallMiddleware[];
+  /**
+   * Authenticates each connection once, at its handshake, from the client's
+   * handshake metadata (`ClientOptions.metadata`) and peer. What it returns
+   * is the caller's identity: every call's `this.auth` (undefined means not
+   * authenticated; methods registered with `auth` then refuse the call with
+   * UNAUTHENTICATED). It runs after the `connectionState` factory and before
+   * WELCOME: an async one holds the handshake until it settles (within
+   * `handshakeTimeout`), so no call runs before the connection's identity is
+   * known. A throw or rejection refuses the handshake: an RpcError as it is,
+   * anything else UNAUTHENTICATED "authentication failed: <message>"; the
+   * client's `connect()` and pending calls reject with it. Default none:
+   * `this.auth` is undefined.
+   */
+  authenticate?: (credentials: Credentials) => unknown;
   /**
    * Payload processors offered to every client: `crypto(...)` (AES-256-GCM,
    * by default required of every client) and `compression(...)`, from
@@ -114,6 +135,7 @@ export class Server {
   private readonly listeners: Listener[] = [];
   private readonly connections = new Set<ServerConnection>();
   private readonly connectionMiddleware: ConnectionMiddleware[] = [];
+  private readonly callMiddleware: CallMiddleware[] = [];
   private readonly hooks: Record<ServerHookName, ServerHook[]> = {
     beforeStart: [],
     afterStart: [],
@@ -143,7 +165,13 @@ export class Server {
       connectionMiddleware: this.connectionMiddleware,
       onClose: (connection) => this.forget(connection),
       connectionState: options.connectionState,
+      callMiddleware: this.callMiddleware,
+      authenticate: options.authenticate,
     };
+    if (options.authenticate !== undefined && typeof options.authenticate !== "function") {
+      throw new RpcError(ErrorCode.INVALID_ARGUMENT, "authenticate must be a function ({ metadata, peer }) => auth");
+    }
+    for (const middleware of options.callMiddleware ?? []) this.useCall(middleware);
     for (const [name, hook] of Object.entries(options.hooks ?? {})) this.hook(name as ServerHookName, hook);
     for (const middleware of options.connectionMiddleware ?? []) this.useConnection(middleware);
   }
@@ -165,6 +193,20 @@ export class Server {
   }
 
   /**
+   * Adds a call middleware after those already added (the `callMiddleware`
+   * option's come first). It runs around calls dispatched from now on: it
+   * passes a call on with `next()`, sees its result or error, and refuses it
+   * by throwing an RpcError. See {@link CallMiddleware}.
+   */
+  useCall(middleware: CallMiddleware): this {
+    if (typeof middleware !== "function") {
+      throw new RpcError(ErrorCode.INVALID_ARGUMENT, "call middleware must be a function (ctx, next) => ...");
+    }
+    this.callMiddleware.push(middleware);
+    return this;
+  }
+
+  /**
    * Registers a function under `name`, or every function of a plain object
    * under the group `name` (`calc.add`). Names already taken are refused with
    * ALREADY_EXISTS.
@@ -172,8 +214,7 @@ export class Server {
   register(name: string, fn: Handler, options?: RegisterOptions): this;
   register(group: string, service: object, options?: RegisterServiceOptions): this;
   register(name: string, target: Handler | object, options?: RegisterOptions | RegisterServiceOptions): this {
-    if (typeof target === "function") this.registry.addFunction(name, target as Handler, options as RegisterOptions);
-    else this.registry.addService(name, target, options as RegisterServiceOptions);
+    this.registry.add(name, target, options);
     return this;
   }
 
@@ -185,7 +226,7 @@ export class Server {
   channel<Send = unknown, Receive = unknown>(
     name: string,
     handler: ChannelHandler<Send, Receive>,
-    options: { private?: boolean } = {},
+    options: Pick<RegisterOptions, "private" | "auth"> = {},
   ): this {
     this.registry.addChannel(name, handler as unknown as ChannelHandler, options);
     return this;
