@@ -1,5 +1,6 @@
 import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
 import { type CallPayload, readCallPayload } from "../protocol/call-payload.js";
+import type { Connection } from "../protocol/connection.js";
 import { CallKind, type Metadata } from "../protocol/wire-messages.js";
 import type { PeerInfo } from "./call-context.js";
 import type { MethodEntry, Registry } from "./registry.js";
@@ -82,16 +83,7 @@ export function dispatchCall(host: DispatchHost, streamId: number, payload: Buff
     connection.sendError(streamId, new RpcError(ErrorCode.FAILED_PRECONDITION, message));
     return;
   }
-  if (connection.streamCount >= connection.limits.maxConcurrentStreams) {
-    connection.sendError(
-      streamId,
-      new RpcError(
-        ErrorCode.RESOURCE_EXHAUSTED,
-        `too many concurrent calls on this connection (limit ${connection.limits.maxConcurrentStreams})`,
-      ),
-    );
-    return;
-  }
+  if (refuseOverStreamLimit(connection, streamId)) return;
   const chain = host.callMiddleware;
   // Middleware may set metadata entries: the shared frozen empty one is replaced.
   const callMetadata = metadata ?? (chain !== undefined && chain.length > 0 ? {} : NO_METADATA);
@@ -212,17 +204,19 @@ function invokeThrough(chain: readonly CallMiddleware[], call: ServerCall, entry
 /** A CALL of kind SESSION: its method field is the session id; it stays open until the client ends it. */
 function openSession(host: DispatchHost, streamId: number, id: string): void {
   const connection = host.connection;
-  if (connection.streamCount >= connection.limits.maxConcurrentStreams) {
-    connection.sendError(
-      streamId,
-      new RpcError(
-        ErrorCode.RESOURCE_EXHAUSTED,
-        `too many concurrent streams on this connection (limit ${connection.limits.maxConcurrentStreams})`,
-      ),
-    );
-    return;
-  }
+  if (refuseOverStreamLimit(connection, streamId)) return;
   ServerSession.open(connection, streamId, id);
+}
+
+/** Answers RESOURCE_EXHAUSTED when the connection already has as many open streams as its limit allows. */
+function refuseOverStreamLimit(connection: Connection, streamId: number): boolean {
+  const limit = connection.limits.maxConcurrentStreams;
+  if (connection.streamCount < limit) return false;
+  connection.sendError(
+    streamId,
+    new RpcError(ErrorCode.RESOURCE_EXHAUSTED, `too many concurrent calls on this connection (limit ${limit})`),
+  );
+  return true;
 }
 
 /**
