@@ -38,6 +38,9 @@ describe("deadlines and cancellation", () => {
     server.register("fast", () => "fast");
     [address] = (await server.listen("127.0.0.1:0")) as [string];
     client = new Client(address);
+    // Connected up front: the short deadlines below must not be spent on
+    // connecting, which can take longer than they last on a loaded machine.
+    await client.connect();
   });
 
   after(async () => {
@@ -70,6 +73,7 @@ describe("deadlines and cancellation", () => {
   it("uses the client's default timeout, and a per-call timeout overrides it", async () => {
     const timed = new Client(address, { timeout: 80 });
     try {
+      await timed.connect({ timeout: 10_000 });
       track("default");
       await rejectsWith(timed.call("hang", ["default"]), "DEADLINE_EXCEEDED", /80 ms/);
       const reason = await within(aborted.get("default")?.promise as Promise<unknown>, 2000, "handler signal");
