@@ -90,7 +90,7 @@ export class ChannelCall implements StreamReceiver {
       switch (type) {
         case FrameType.ITEM:
           if (!this.channel.receive(connection.codec.decode(payload))) {
-            this.abandon(new RpcError(ErrorCode.PROTOCOL_ERROR, `channel ${this.channel.name}: server sent a message without credit`));
+            this.abort(new RpcError(ErrorCode.PROTOCOL_ERROR, `channel ${this.channel.name}: server sent a message without credit`));
           }
           return;
         case FrameType.END:
@@ -112,9 +112,9 @@ export class ChannelCall implements StreamReceiver {
           return;
         }
       }
-      this.abandon(new RpcError(ErrorCode.PROTOCOL_ERROR, `channel ${this.channel.name}: unexpected ${frameTypeName(type)} frame`));
+      this.abort(new RpcError(ErrorCode.PROTOCOL_ERROR, `channel ${this.channel.name}: unexpected ${frameTypeName(type)} frame`));
     } catch (error) {
-      this.abandon(RpcError.from(error, ErrorCode.PROTOCOL_ERROR));
+      this.abort(RpcError.from(error, ErrorCode.PROTOCOL_ERROR));
     }
   }
 
@@ -129,7 +129,8 @@ export class ChannelCall implements StreamReceiver {
     this.connection?.removeStream(this.streamId);
   }
 
-  private abandon(error: RpcError): void {
+  /** Ends the channel from this side with `error`, telling the server (CANCEL) if it was opened. */
+  abort(error: RpcError): void {
     if (this.done) return;
     this.connection?.cancelStream(this.streamId);
     this.settle();

@@ -60,9 +60,9 @@ export interface ClientOptions {
   /** Connect with TLS: Node's `tls.connect` options (`ca`, and `cert` and `key` for mutual TLS). Default plain TCP. */
   tls?: ClientTlsOptions;
   /**
-   * Run in order, as an onion, around every `client.call()` (sessions'
-   * included); see {@link ClientInterceptor}. Not around `stream()`,
-   * `channel()` or proxy calls. Default none.
+   * Run in order, as an onion, around every call, stream and channel the
+   * client opens (`call()`, proxy calls, `stream()`, `channel()`, sessions'
+   * included); see {@link ClientInterceptor}. Default none.
    */
   interceptors?: readonly ClientInterceptor[];
 }
@@ -74,6 +74,12 @@ export interface ClientOptions {
  * the caller's object.
  */
 export interface InterceptedCall {
+  /**
+   * What the caller opened: `call` (client.call and proxy calls), `stream`
+   * (client.stream) or `channel`. For streams and channels only metadata
+   * entries set on `options.metadata` apply; `next()` resolves when they end.
+   */
+  readonly kind: "call" | "stream" | "channel";
   readonly method: string;
   args: readonly unknown[];
   options: CallOptions & { metadata: Metadata };
@@ -81,13 +87,16 @@ export interface InterceptedCall {
 
 /**
  * A client interceptor (`ClientOptions.interceptors`): runs around each
- * `client.call()`. `next()` runs the later interceptors and then the call
+ * call, stream and channel the client opens (see {@link InterceptedCall}).
+ * For `client.call()`, `next()` runs the later interceptors and then the call
  * itself with `call.args` and `call.options` as they are at that moment, and
- * returns its result promise (rejected with an {@link RpcError}). The call
+ * returns its result promise (rejected with an {@link RpcError}); the call
  * resolves with what the outermost interceptor returns, so return `next()`'s
- * result (or another value, to answer without calling). `next()` may be
- * called again, to retry. Anything thrown reaches the caller; a thrown
- * non-RpcError as an RpcError INTERNAL with its message.
+ * result (or another value, to answer without calling), and `next()` may be
+ * called again, to retry. For proxy calls, streams and channels, `next()`
+ * sends the open once and settles when it ends; what the interceptor returns
+ * is ignored, and returning without `next()` fails it. Anything thrown
+ * reaches the caller; a thrown non-RpcError as an RpcError INTERNAL.
  */
 export type ClientInterceptor = (call: InterceptedCall, next: () => Promise<unknown>) => Promise<unknown>;
 
@@ -258,11 +267,19 @@ export class Client {
 
   /** Runs the interceptors around {@link callNow}. */
   private async intercepted(method: string, args: readonly unknown[], options: CallOptions): Promise<unknown> {
-    const call: InterceptedCall = { method, args, options: { ...options, metadata: { ...options.metadata } } };
+    const call: InterceptedCall = { kind: "call", method, args, options: { ...options, metadata: { ...options.metadata } } };
+    return this.runInterceptors(call, () => this.callNow(call.method, call.args, call.options));
+  }
+
+  /**
+   * Runs the interceptors as an onion around `last`, which does the call
+   * itself; a thrown non-RpcError becomes INTERNAL.
+   */
+  private async runInterceptors(call: InterceptedCall, last: () => Promise<unknown>): Promise<unknown> {
     const chain = this.interceptors;
     const step = (index: number): Promise<unknown> => {
       const interceptor = chain[index];
-      if (interceptor === undefined) return this.callNow(call.method, call.args, call.options);
+      if (interceptor === undefined) return last();
       try {
         return Promise.resolve(interceptor(call, () => step(index + 1)));
       } catch (error) {
@@ -274,6 +291,29 @@ export class Client {
     } catch (error) {
       throw RpcError.from(error, ErrorCode.INTERNAL);
     }
+  }
+
+  /**
+   * Opens a stream, proxy call or channel through the interceptors: `start`
+   * sends it (with the metadata as the interceptors left it) and `settled`
+   * ends when it does. An interceptor that throws before `next()`, or never
+   * calls it, ends the call with that error.
+   */
+  private interceptOpen(call: InterceptedCall, start: () => void, settled: () => Promise<unknown>, fail: (error: RpcError) => void): void {
+    let started = false;
+    this.runInterceptors(call, () => {
+      if (!started) {
+        started = true;
+        start();
+      }
+      return settled();
+    }).then(
+      () => {
+        if (!started)
+          fail(new RpcError(ErrorCode.FAILED_PRECONDITION, `${call.method}: a client interceptor returned without calling next()`));
+      },
+      (error: RpcError) => fail(error),
+    );
   }
 
   private callNow<R>(method: string, args: readonly unknown[], options: CallOptions): Promise<R> {
@@ -357,7 +397,9 @@ export class Client {
    * an open that fails closes it with the error (see `channel.closed`).
    * `Send` is what this end sends, `Receive` what it reads.
    */
-  channel<Send = unknown, Receive = unknown>(name: string, options: ChannelOptions = {}): Channel<Send, Receive> {
+  channel<Send = unknown, Receive = unknown>(name: string, given: ChannelOptions = {}): Channel<Send, Receive> {
+    const interceptedOptions = this.interceptors.length === 0 ? undefined : { ...given, metadata: { ...given.metadata } };
+    const options: ChannelOptions = interceptedOptions ?? given;
     const call = new ChannelCall(name, options, this.window);
     const problem = this.checkCall(name, [], { ...(options.timeout === undefined ? {} : { timeout: options.timeout }) });
     if (problem !== undefined) {
@@ -382,17 +424,34 @@ export class Client {
       }
     };
     const pin = this.pinned();
-    if (pin !== undefined) {
-      const unusable = pin.unusable;
-      if (unusable !== undefined) call.fail(unusable);
-      else open(pin.connection);
-      return call.channel as Channel<Send, Receive>;
-    }
-    const ready = this.link.ready;
-    if (ready !== undefined) open(ready);
+    const start = (): void => {
+      if (pin !== undefined) {
+        const unusable = pin.unusable;
+        if (unusable !== undefined) call.fail(unusable);
+        else open(pin.connection);
+        return;
+      }
+      const ready = this.link.ready;
+      if (ready !== undefined) open(ready);
+      else {
+        const waitForReady = options.waitForReady ?? this.defaults.waitForReady;
+        this.connection(name, options.timeout, options.signal, waitForReady, started).then(open, (error: RpcError) => call.fail(error));
+      }
+    };
+    if (interceptedOptions === undefined) start();
     else {
-      const waitForReady = options.waitForReady ?? this.defaults.waitForReady;
-      this.connection(name, options.timeout, options.signal, waitForReady, started).then(open, (error: RpcError) => call.fail(error));
+      const intercepted: InterceptedCall = {
+        kind: "channel",
+        method: name,
+        args: [],
+        options: interceptedOptions as InterceptedCall["options"],
+      };
+      const settled = (): Promise<unknown> =>
+        call.channel.closed.then((info) => {
+          if (info.error !== undefined) throw info.error;
+          return undefined;
+        });
+      this.interceptOpen(intercepted, start, settled, (error) => call.abort(error));
     }
     return call.channel as Channel<Send, Receive>;
   }
@@ -422,7 +481,10 @@ export class Client {
   }
 
   /** Starts a {@link StreamingCall}; problems surface through it, never as a throw. */
-  private open(method: string, args: readonly unknown[], options: CallOptions, mode: ResponseMode): StreamingCall {
+  private open(method: string, args: readonly unknown[], given: CallOptions, mode: ResponseMode): StreamingCall {
+    // With interceptors the call gets its own metadata, which they may change before it is sent.
+    const interceptedOptions = this.interceptors.length === 0 ? undefined : { ...given, metadata: { ...given.metadata } };
+    const options: CallOptions = interceptedOptions ?? given;
     const timeout = options.timeout ?? this.defaults.timeout;
     let call: StreamingCall;
     let problem = this.checkCall(method, args, options);
@@ -444,22 +506,39 @@ export class Client {
       return call;
     }
     const pin = this.pinned();
-    if (pin !== undefined) {
-      const unusable = pin.unusable;
-      if (unusable !== undefined) call.reject(unusable);
-      else {
-        call.session = pin.streamId;
-        this.bindStreaming(pin.connection, call);
+    const start = (): void => {
+      if (pin !== undefined) {
+        const unusable = pin.unusable;
+        if (unusable !== undefined) call.reject(unusable);
+        else {
+          call.session = pin.streamId;
+          this.bindStreaming(pin.connection, call);
+        }
+        return;
       }
-      return call;
-    }
-    const ready = this.link.ready;
-    if (ready !== undefined) this.bindStreaming(ready, call);
+      const ready = this.link.ready;
+      if (ready !== undefined) this.bindStreaming(ready, call);
+      else {
+        const waitForReady = options.waitForReady ?? this.defaults.waitForReady;
+        this.connection(method, call.timeLeft, options.signal, waitForReady, performance.now()).then(
+          (connection) => this.bindStreaming(connection, call),
+          (error: RpcError) => call.reject(error),
+        );
+      }
+    };
+    if (this.interceptors.length === 0) start();
     else {
-      const waitForReady = options.waitForReady ?? this.defaults.waitForReady;
-      this.connection(method, call.timeLeft, options.signal, waitForReady, performance.now()).then(
-        (connection) => this.bindStreaming(connection, call),
-        (error: RpcError) => call.reject(error),
+      const intercepted: InterceptedCall = {
+        kind: mode === "stream" ? "stream" : "call",
+        method,
+        args,
+        options: interceptedOptions as InterceptedCall["options"],
+      };
+      this.interceptOpen(
+        intercepted,
+        start,
+        () => call.settled(),
+        (error) => call.abort(error),
       );
     }
     return call;

@@ -48,6 +48,8 @@ export class StreamingCall implements StreamReceiver, PumpSink, ServerStream<unk
   private readonly deadlineAt: number | undefined;
   private readonly totalTimeout: number | undefined;
   private onAbort: (() => void) | undefined;
+  /** Set by {@link settled}: told once how the call ended. */
+  private onSettled: ((result: Outcome | RpcError | undefined) => void) | undefined;
 
   private readonly window: number;
   /** The session stream this call belongs to, if any; set before {@link bind}. */
@@ -175,6 +177,29 @@ export class StreamingCall implements StreamReceiver, PumpSink, ServerStream<unk
 
   cancel(): void {
     this.cancelWith(new RpcError(ErrorCode.CANCELLED, `${this.method}: cancelled by the caller`));
+  }
+
+  /** Ends the call with `error`, telling the server (CANCEL) if it was sent. */
+  abort(error: RpcError): void {
+    this.cancelWith(error);
+  }
+
+  /**
+   * Resolves once the call is over: with its result, with undefined for a
+   * stream that ended, or rejects with its error. For client interceptors,
+   * which see a call end whichever way its caller reads it.
+   */
+  settled(): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      const settle = (result: Outcome | RpcError | undefined): void => {
+        if (result === undefined) resolve(undefined);
+        else if (result instanceof RpcError) reject(result);
+        else if (result.ok) resolve(result.value);
+        else reject(result.error);
+      };
+      if (this.done) settle(this.outcome);
+      else this.onSettled = settle;
+    });
   }
 
   // --- StreamReceiver ---
@@ -305,6 +330,9 @@ export class StreamingCall implements StreamReceiver, PumpSink, ServerStream<unk
       connection.removeStream(this.streamId);
     }
     const outcome: Outcome | undefined = result instanceof RpcError ? { ok: false, error: result } : result;
+    const onSettled = this.onSettled;
+    this.onSettled = undefined;
+    onSettled?.(outcome);
     if (outcome !== undefined && !outcome.ok) {
       this.pump?.stop(outcome.error);
       this.output?.fail(outcome.error);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { Client, type ClientInterceptor } from "../../src/client/index.js";
+import { type Channel, Client, type ClientInterceptor, type InterceptedCall } from "../../src/client/index.js";
 import { type CallContext, ErrorCode, RpcError, Server } from "../../src/server/index.js";
 import { rejectsWith } from "../integration/helpers.js";
 
@@ -23,6 +23,16 @@ describe("client interceptors", () => {
       flaky++;
       if (flaky % 2 === 1) throw new RpcError(ErrorCode.UNAVAILABLE, "try again");
       return "ok";
+    });
+    server.register("count", async function* (this: CallContext, n: number): AsyncGenerator<string> {
+      for (let i = 0; i < n; i++) yield `${String(this.metadata.trace)}:${i}`;
+    });
+    server.register("failing", async function* (): AsyncGenerator<number> {
+      yield 1;
+      throw new RpcError(ErrorCode.FAILED_PRECONDITION, "stream broke");
+    });
+    server.channel("echo", async function (this: CallContext, channel: Channel<string, string>) {
+      for await (const message of channel) await channel.send(`${String(this.metadata.trace)}:${message}`);
     });
     [address] = (await server.listen("127.0.0.1:0")) as [string];
   });
@@ -89,6 +99,80 @@ describe("client interceptors", () => {
       assert.equal(flaky, 2, "retried once");
     } finally {
       await client.close();
+    }
+  });
+
+  it("wrap proxy calls, streams and channels too: metadata reaches the server and next() ends with them", async () => {
+    const log: string[] = [];
+    const tracing: ClientInterceptor = async (call: InterceptedCall, next) => {
+      call.options.metadata.trace = "t1";
+      try {
+        const result = await next();
+        log.push(`${call.kind} ${call.method} ok ${JSON.stringify(result ?? null)}`);
+        return result;
+      } catch (error) {
+        log.push(`${call.kind} ${call.method} ${(error as RpcError).code}`);
+        throw error;
+      }
+    };
+    const client = new Client(address, { keepalive: false, interceptors: [tracing] });
+    try {
+      const stub = client.proxy<{ add(a: number, b: number): number; count(n: number): AsyncGenerator<string> }>();
+      assert.equal(await stub.add(1, 2), 3);
+      const items: string[] = [];
+      for await (const item of client.stream<string>("count", [2])) items.push(item);
+      for await (const item of stub.count(1)) items.push(item);
+      assert.deepEqual(items, ["t1:0", "t1:1", "t1:0"]);
+      const failed = (async () => {
+        for await (const _ of client.stream("failing")) void _;
+      })();
+      await rejectsWith(failed, "FAILED_PRECONDITION", "stream broke");
+      const channel = client.channel<string, string>("echo");
+      await channel.send("hi");
+      const iterator = channel[Symbol.asyncIterator]();
+      assert.deepEqual(await iterator.next(), { done: false, value: "t1:hi" });
+      channel.close();
+      await channel.closed;
+      // next() settles when each ends, so the log is complete once they have.
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.deepEqual(log.sort(), [
+        "call add ok 3",
+        "call count ok null",
+        "channel echo ok null",
+        "stream count ok null",
+        "stream failing FAILED_PRECONDITION",
+      ]);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it("can refuse streams and channels before they are sent", async () => {
+    const before = calls;
+    const refusing: ClientInterceptor = async (call, next) => {
+      if (call.kind !== "call") throw new RpcError(ErrorCode.PERMISSION_DENIED, `no ${call.kind}s here`);
+      return next();
+    };
+    const silent: ClientInterceptor = async () => "answered without calling";
+    const client = new Client(address, { keepalive: false, interceptors: [refusing] });
+    const quiet = new Client(address, { keepalive: false, interceptors: [silent] });
+    try {
+      const reading = (async () => {
+        for await (const _ of client.stream("count", [3])) void _;
+      })();
+      await rejectsWith(reading, "PERMISSION_DENIED", "no streams here");
+      const closed = await client.channel("echo").closed;
+      assert.equal(closed.error?.code, "PERMISSION_DENIED");
+      // A stream cannot be answered without next(): it fails clearly instead of hanging.
+      const unanswered = (async () => {
+        for await (const _ of quiet.stream("count", [1])) void _;
+      })();
+      await rejectsWith(unanswered, "FAILED_PRECONDITION", /returned without calling next\(\)/);
+      assert.equal(await client.call("add", [1, 1]), 2);
+      assert.equal(calls, before + 1);
+    } finally {
+      await client.close();
+      await quiet.close();
     }
   });
 
