@@ -7,6 +7,7 @@ import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
 import { DEFAULT_STREAM_WINDOW, type Limits, type Metadata, assertMetadata } from "../protocol/wire-messages.js";
 import type { BackoffOptions } from "./backoff.js";
 import type { CallOptions } from "./call-options.js";
+import { peerOf } from "../server/call-context.js";
 import { type DispatchHost, dispatchCall } from "../server/dispatch.js";
 import { type EventListener, type Handler, type RegisterOptions, type RegisterServiceOptions, Registry } from "../server/registry.js";
 import { ConnectionPool, type PoolOptions } from "./connection-pool.js";
@@ -170,7 +171,7 @@ export class Client {
         },
         metadata: options.metadata,
         backoff: options.reconnect ?? {},
-        onCall: (connection, streamId, payload) => dispatchCall(this.hostFor(connection), streamId, payload),
+        onCall: (connection, streamId, payload, endpoint) => dispatchCall(this.hostFor(connection, endpoint), streamId, payload),
         processors: options.processors,
         tls: options.tls,
       },
@@ -211,16 +212,14 @@ export class Client {
   }
 
   /** How this client serves CALLs the server opens on `connection`. */
-  private hostFor(connection: Connection): DispatchHost {
+  private hostFor(connection: Connection, endpoint: Endpoint): DispatchHost {
     let host = this.hosts.get(connection);
     if (host === undefined) {
-      const socket = connection.socket;
       host = {
         connection,
-        peer:
-          socket.remoteAddress === undefined
-            ? { address: this.endpoint, port: 0, family: "unix" }
-            : { address: socket.remoteAddress, port: socket.remotePort ?? 0, family: socket.remoteFamily === "IPv6" ? "IPv6" : "IPv4" },
+        // The endpoint this connection was made to (not the client's first),
+        // with the server's certificate on TLS.
+        peer: peerOf(connection.socket, endpoint) ?? { address: formatEndpoint(endpoint), port: 0, family: "IPv4" },
         connectionMetadata: NO_METADATA,
         exposeErrors: this.exposeErrors,
         registry: this.registry,

@@ -29,7 +29,7 @@ export interface EndpointConnectionOptions {
   /** Connect with TLS. Default plain TCP (or Unix socket). */
   readonly tls?: ClientTlsOptions | undefined;
   /** Serves a CALL the server opens (a server-to-client call or event); without it they are refused. */
-  readonly onCall?: (connection: Connection, streamId: number, payload: Buffer) => void;
+  readonly onCall?: (connection: Connection, streamId: number, payload: Buffer, endpoint: Endpoint) => void;
 }
 
 type State = "idle" | "connecting" | "ready" | "backoff" | "closed";
@@ -158,7 +158,7 @@ export class EndpointConnection {
     const owner: ConnectionOwner = {
       onHandshake: (type, payload) => this.onHandshake(connection, type, payload, hello as Buffer),
       onCall: (streamId, payload) => {
-        if (this.options.onCall !== undefined) this.options.onCall(connection, streamId, payload);
+        if (this.options.onCall !== undefined) this.options.onCall(connection, streamId, payload, endpoint);
         else connection.sendError(streamId, new RpcError(ErrorCode.UNIMPLEMENTED, "this client serves no methods"));
       },
       onGoaway: () => this.onGoaway(connection),

@@ -1,4 +1,8 @@
 import type { PeerCertificate } from "../protocol/peer-certificate.js";
+import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
+import type { Endpoint } from "../protocol/endpoint.js";
+import { peerCertificate } from "../protocol/peer-certificate.js";
 import type { Metadata } from "../protocol/wire-messages.js";
 import type { Remote } from "../client/remote.js";
 import type { Session } from "./session.js";
@@ -75,4 +79,26 @@ export function isLoopbackPeer(peer: PeerInfo): boolean {
   if (peer.family === "unix") return true;
   const address = peer.address.toLowerCase();
   return address.startsWith("127.") || address === "::1" || address.startsWith("::ffff:127.");
+}
+
+/**
+ * Who is on the other end of a socket, or undefined when a TCP socket has no
+ * remote address (it was reset before it got here). `endpoint` is the
+ * server's listener, or the endpoint a client connected to: whether it is a
+ * Unix socket is decided by it, not by the missing remote address (otherwise
+ * such a TCP socket would pass for a trusted Unix peer), and a Unix peer's
+ * address is its path, as Unix sockets report no address of their own. On
+ * TLS, the certificate the other end presented, if any, is `certificate`.
+ */
+export function peerOf(socket: Socket, endpoint: Endpoint): PeerInfo | undefined {
+  const certificate = (socket as TLSSocket).encrypted === true ? peerCertificate(socket as TLSSocket) : undefined;
+  const tls = certificate === undefined ? {} : { certificate };
+  if ("path" in endpoint) return { address: endpoint.path, port: 0, family: "unix", ...tls };
+  if (socket.remoteAddress === undefined) return undefined;
+  return {
+    address: socket.remoteAddress,
+    port: socket.remotePort ?? 0,
+    family: socket.remoteFamily === "IPv6" ? "IPv6" : "IPv4",
+    ...tls,
+  };
 }

@@ -1,6 +1,5 @@
 import { randomUUID } from "node:crypto";
 import type { Socket } from "node:net";
-import type { TLSSocket } from "node:tls";
 import {
   Connection,
   ConnectionState,
@@ -8,9 +7,7 @@ import {
   type ConnectionOwner,
   HANDSHAKE_MAX_FRAME_SIZE,
 } from "../protocol/connection.js";
-import type { Endpoint } from "../protocol/endpoint.js";
 import { FrameType, frameTypeName } from "../protocol/frame.js";
-import { peerCertificate } from "../protocol/peer-certificate.js";
 import { type Processor, acceptProcessors, startProcessors } from "../protocol/processor.js";
 import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
 import { type Metadata, PROTOCOL_VERSION, SUPPORTED_VERSIONS, type Welcome, errorToBody, parseHello } from "../protocol/wire-messages.js";
@@ -57,29 +54,6 @@ export interface Credentials {
 }
 
 const EMPTY: Metadata = Object.freeze({}) as Metadata;
-
-/**
- * Who is on the other end of an accepted socket, or undefined when a TCP
- * socket has no remote address (it was reset before it got here). Whether
- * it is a Unix socket is decided by the listener it came from, not by the
- * missing remote address: otherwise such a TCP socket would pass for a
- * (trusted) Unix peer. A Unix peer's address is the listener's path;
- * accepted Unix sockets report no address of their own. On a TLS listener
- * the socket has completed its TLS handshake, and the certificate the
- * client presented, if any, is the peer's `certificate`.
- */
-export function peerOf(socket: Socket, listening: Endpoint): PeerInfo | undefined {
-  const certificate = (socket as TLSSocket).encrypted === true ? peerCertificate(socket as TLSSocket) : undefined;
-  const tls = certificate === undefined ? {} : { certificate };
-  if ("path" in listening) return { address: listening.path, port: 0, family: "unix", ...tls };
-  if (socket.remoteAddress === undefined) return undefined;
-  return {
-    address: socket.remoteAddress,
-    port: socket.remotePort ?? 0,
-    family: socket.remoteFamily === "IPv6" ? "IPv6" : "IPv4",
-    ...tls,
-  };
-}
 
 /**
  * The server's side of one accepted socket: runs the connection middleware,

@@ -9,12 +9,12 @@ import { type Processor, checkProcessors } from "../protocol/processor.js";
 import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
 import type { Limits } from "../protocol/wire-messages.js";
 import type { Remote } from "../client/remote.js";
-import { type ConnectionInfo, type PeerInfo, isLoopbackPeer } from "./call-context.js";
+import { type ConnectionInfo, type PeerInfo, isLoopbackPeer, peerOf } from "./call-context.js";
 import { remoteOf } from "./server-call.js";
 import type { ConnectionMiddleware } from "./connection-middleware.js";
 import type { CallMiddleware } from "./call-middleware.js";
 import { type ChannelHandler, type Handler, type RegisterOptions, type RegisterServiceOptions, Registry } from "./registry.js";
-import { type Credentials, ServerConnection, type ServerConnectionConfig, peerOf } from "./server-connection.js";
+import { type Credentials, ServerConnection, type ServerConnectionConfig } from "./server-connection.js";
 
 /** Lifecycle hook names, as rap's start and stop events. */
 export type ServerHookName = "beforeStart" | "afterStart" | "beforeStop" | "afterStop";

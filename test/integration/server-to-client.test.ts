@@ -3,7 +3,7 @@ import { after, before, describe, it } from "node:test";
 import typia from "typia";
 import { Client } from "../../src/client/index.js";
 import { type CallContext, RpcError, Server } from "../../src/server/index.js";
-import { deferred, rejectsWith, waitFor, within } from "../integration/helpers.js";
+import { deferred, rejectsWith, socketPath, waitFor, within } from "../integration/helpers.js";
 
 /** The server calling back into the client that called it, and pushing events to it. */
 describe("server to client", () => {
@@ -123,6 +123,36 @@ describe("server to client", () => {
       assert.deepEqual(answers.sort(), ["NOT_FOUND", "ok: all? (from 127.0.0.1)"]);
     } finally {
       await other.close();
+    }
+  });
+
+  it("a callback's this.peer is the endpoint the connection was made to, not the client's first", async () => {
+    const path = socketPath("s2c");
+    const unixServer = new Server({ keepalive: false });
+    unixServer.register("ask", async function (this: CallContext) {
+      return this.remote.call("where");
+    });
+    await unixServer.listen(`unix:${path}`);
+    const down = new Server();
+    const [downAddress] = (await down.listen("127.0.0.1:0")) as [string];
+    await down.close();
+    const pooled = new Client([downAddress, `unix:${path}`], { keepalive: false, reconnect: { initialDelay: 1000 } });
+    pooled.register("where", function (this: CallContext) {
+      return this.peer;
+    });
+    try {
+      await waitFor(
+        () => {
+          void pooled.connect().catch(() => {});
+          return pooled.connectionIds.length === 1;
+        },
+        3000,
+        "unix connection",
+      );
+      assert.deepEqual(await pooled.call("ask"), { address: path, port: 0, family: "unix" });
+    } finally {
+      await pooled.close();
+      await unixServer.close({ timeout: 500 });
     }
   });
 
