@@ -48,6 +48,8 @@ export class StreamingCall implements StreamReceiver, PumpSink, ServerStream<unk
   private readonly deadlineAt: number | undefined;
   private readonly totalTimeout: number | undefined;
   private onAbort: (() => void) | undefined;
+  /** The server ended the stream with END. */
+  private endedCleanly = false;
   /** Set by {@link settled}: told once how the call ended. */
   private onSettled: ((result: Outcome | RpcError | undefined) => void) | undefined;
 
@@ -197,7 +199,9 @@ export class StreamingCall implements StreamReceiver, PumpSink, ServerStream<unk
         else if (result.ok) resolve(result.value);
         else reject(result.error);
       };
-      if (this.done) settle(this.outcome);
+      // A stream that ended with END keeps a "streams its result" outcome for
+      // a late await; for settled() it ended cleanly.
+      if (this.done) settle(this.endedCleanly ? undefined : this.outcome);
       else this.onSettled = settle;
     });
   }
@@ -330,6 +334,7 @@ export class StreamingCall implements StreamReceiver, PumpSink, ServerStream<unk
       connection.removeStream(this.streamId);
     }
     const outcome: Outcome | undefined = result instanceof RpcError ? { ok: false, error: result } : result;
+    this.endedCleanly = outcome === undefined;
     const onSettled = this.onSettled;
     this.onSettled = undefined;
     onSettled?.(outcome);
