@@ -4,7 +4,7 @@ import { FrameDecoder, type FrameSink } from "./frame-decoder.js";
 import { FrameWriter } from "./frame-writer.js";
 import { Keepalive, type KeepaliveHost, type KeepaliveOptions } from "./keepalive.js";
 import { MessageAssembler } from "./message-assembler.js";
-import { MsgpackCodec, type CodecLimits } from "./msgpack-codec.js";
+import { type CodecLimits, type MsgpackCodec, sharedCodec } from "./msgpack-codec.js";
 import { ErrorCode, RpcError } from "./rpc-error.js";
 import { encodeCredit } from "./credit.js";
 import type { ProcessorChain } from "./processor.js";
@@ -83,6 +83,8 @@ const CLOSE_GRACE_MS = 1000;
 const CONNECTION_ONLY =
   (1 << FrameType.HELLO) | (1 << FrameType.WELCOME) | (1 << FrameType.PING) | (1 << FrameType.PONG) | (1 << FrameType.GOAWAY);
 const NO_PAYLOAD = Buffer.alloc(0);
+const kConnection = Symbol("rapt.connection");
+type OwnedSocket = Socket & { [kConnection]: Connection };
 
 /**
  * The connection state machine both ends share: framing, reassembly, stream
@@ -101,7 +103,7 @@ export class Connection implements FrameSink, KeepaliveHost {
   id = "";
   /** The peer's limits, known after the handshake. */
   peerLimits: Limits | undefined;
-  /** Reused MessagePack codec of this connection. */
+  /** The MessagePack codec, shared with every connection of the same limits (copy encodeShared results at once). */
   readonly codec: MsgpackCodec;
   readonly socket: Socket;
   readonly role: "client" | "server";
@@ -139,7 +141,7 @@ export class Connection implements FrameSink, KeepaliveHost {
     // No string or binary can be larger than the message holding it, so by
     // default those limits follow maxMessageSize instead of a fixed figure.
     const max = options.limits.maxMessageSize;
-    this.codec = new MsgpackCodec({ maxStrLength: max, maxBinLength: max, ...options.codec });
+    this.codec = sharedCodec({ maxStrLength: max, maxBinLength: max, ...options.codec });
     this.decoder = new FrameDecoder(this, { maxFrameSize: HANDSHAKE_MAX_FRAME_SIZE });
     this.writer = new FrameWriter(socket, { fragmentSize: HANDSHAKE_MAX_FRAME_SIZE });
     this.assembler = new MessageAssembler({
@@ -157,17 +159,31 @@ export class Connection implements FrameSink, KeepaliveHost {
     }, handshakeTimeout);
     this.handshakeTimer.unref();
     socket.setNoDelay(true);
-    socket.on("data", (chunk: Buffer) => this.onData(chunk));
-    socket.on("error", (error: Error) => this.close(socketErrorReason(error)));
-    socket.on("close", () => {
-      // A TLS server that refuses the client's certificate just drops the
-      // connection once the TLS handshake is over; its alert is often lost.
-      const hint =
-        this.state === ConnectionState.HANDSHAKE && this.role === "client" && (socket as { encrypted?: boolean }).encrypted === true
-          ? " before the handshake completed (a TLS server does this when it refuses the client's certificate)"
-          : "";
-      this.close(new RpcError(ErrorCode.UNAVAILABLE, `connection closed by peer${hint}`));
-    });
+    // One set of listener functions for all connections, which find theirs on
+    // the socket: closures per connection cost an idle server memory.
+    (socket as OwnedSocket)[kConnection] = this;
+    socket.on("data", Connection.onSocketData);
+    socket.on("error", Connection.onSocketError);
+    socket.on("close", Connection.onSocketClose);
+  }
+
+  private static onSocketData(this: Socket, chunk: Buffer): void {
+    (this as OwnedSocket)[kConnection].onData(chunk);
+  }
+
+  private static onSocketError(this: Socket, error: Error): void {
+    (this as OwnedSocket)[kConnection].close(socketErrorReason(error));
+  }
+
+  private static onSocketClose(this: Socket): void {
+    const connection = (this as OwnedSocket)[kConnection];
+    // A TLS server that refuses the client's certificate just drops the
+    // connection once the TLS handshake is over; its alert is often lost.
+    const hint =
+      connection.state === ConnectionState.HANDSHAKE && connection.role === "client" && (this as { encrypted?: boolean }).encrypted === true
+        ? " before the handshake completed (a TLS server does this when it refuses the client's certificate)"
+        : "";
+    connection.close(new RpcError(ErrorCode.UNAVAILABLE, `connection closed by peer${hint}`));
   }
 
   /** Last keepalive round-trip time in ms; undefined before the first PONG or with keepalive off. */

@@ -30,6 +30,9 @@ interface BulkMessage {
   offset: number;
 }
 
+const kWriter = Symbol("rapt.frameWriter");
+type WriterSocket = FrameSocket & { [kWriter]: FrameWriter };
+
 const MIN_SLAB = 2048;
 const MAX_SLAB = 64 * 1024;
 
@@ -50,29 +53,39 @@ export class FrameWriter {
   private used = 0;
   private batchStart = 0;
   private readonly sealed: Uint8Array[] = [];
-  private readonly bulk = new Map<number, BulkMessage[]>();
+  /** Large messages being fragmented out, per stream; kept in insertion order for round robin. */
+  private bulk: Map<number, BulkMessage[]> | undefined;
   private scheduled = false;
   private waitingDrain = false;
   /** A write returned false and the socket has not emitted `drain` since: one is coming. */
   private drainPending = false;
   private closed = false;
-  private readonly flushBound = (): void => this.flush();
 
   constructor(socket: FrameSocket, options: FrameWriterOptions = {}) {
     this.socket = socket;
     this.fragmentSize = options.fragmentSize ?? 64 * 1024;
     this.highWaterMark = options.highWaterMark ?? 256 * 1024;
-    socket.on("drain", () => {
-      this.drainPending = false;
-      if (!this.waitingDrain) return;
-      this.waitingDrain = false;
-      this.flush();
-    });
+    // A listener shared by all writers (see Connection's socket listeners).
+    (socket as WriterSocket)[kWriter] = this;
+    socket.on("drain", FrameWriter.onSocketDrain);
+  }
+
+  private static onSocketDrain(this: FrameSocket): void {
+    const writer = (this as WriterSocket)[kWriter];
+    writer.drainPending = false;
+    if (!writer.waitingDrain) return;
+    writer.waitingDrain = false;
+    writer.flush();
+  }
+
+  private static flushLater(writer: FrameWriter): void {
+    writer.flush();
   }
 
   /** Bytes of large messages still waiting to be fragmented out. */
   get queuedBulkBytes(): number {
     let total = 0;
+    if (this.bulk === undefined) return 0;
     for (const queue of this.bulk.values()) for (const m of queue) total += m.data.length - m.offset;
     return total;
   }
@@ -97,7 +110,7 @@ export class FrameWriter {
    */
   writeMessage(type: number, streamId: number, payload: Uint8Array, owned = false, flags = 0): void {
     if (this.closed) return;
-    const queue = this.bulk.get(streamId);
+    const queue = this.bulk?.get(streamId);
     if (queue === undefined && payload.length <= this.fragmentSize) {
       this.writeFrame(type, flags, streamId, payload);
       return;
@@ -113,14 +126,15 @@ export class FrameWriter {
     const size = this.fragmentSize;
     this.writeFrame(type, flags | FrameFlag.FOLLOWS, streamId, message.data.subarray(0, size));
     message.offset = size;
-    this.bulk.set(streamId, [message]);
+    // Made on first use: most connections never send a message this large.
+    (this.bulk ??= new Map()).set(streamId, [message]);
   }
 
   /** Drops queued messages of one stream (it was cancelled); a partly sent one is cut off. */
   dropStream(streamId: number): boolean {
-    const queue = this.bulk.get(streamId);
+    const queue = this.bulk?.get(streamId);
     if (queue === undefined) return false;
-    this.bulk.delete(streamId);
+    this.bulk?.delete(streamId);
     // A message already partly on the wire is cut; the receiver discards its
     // fragments once the stream is gone.
     return (queue[0] as BulkMessage).offset > 0;
@@ -130,12 +144,18 @@ export class FrameWriter {
   flush(): void {
     this.scheduled = false;
     if (this.closed || this.socket.destroyed) return;
-    if (this.bulk.size > 0 && !this.waitingDrain) this.fillFragments();
+    const bulk = this.bulk;
+    if (bulk !== undefined && bulk.size > 0 && !this.waitingDrain) this.fillFragments(bulk);
     if (this.used > this.batchStart) {
+      const batchBytes = this.used - this.batchStart;
       this.sealed.push((this.slab as Buffer).subarray(this.batchStart, this.used));
-      this.grow(this.used - this.batchStart);
+      this.grow(batchBytes);
       this.batchStart = this.used;
-      if ((this.slab as Buffer).length - this.used < 256) this.dropSlab();
+      // A nearly full slab is done; so is the slab of a connection sending
+      // little (an idle one would otherwise hold 2 KiB for good; small slabs
+      // come cheaply from Node's buffer pool).
+      const slab = this.slab as Buffer;
+      if (slab.length - this.used < 256 || batchBytes * 4 < MIN_SLAB) this.dropSlab();
     }
     const chunks = this.sealed;
     if (chunks.length === 1) this.send(chunks[0] as Uint8Array);
@@ -145,7 +165,7 @@ export class FrameWriter {
       this.socket.uncork();
     }
     chunks.length = 0;
-    if (this.bulk.size > 0 && !this.waitingDrain) {
+    if (bulk !== undefined && bulk.size > 0 && !this.waitingDrain) {
       // Only wait for a `drain` the socket has promised: one whose own
       // high-water mark is above ours never emits it, and the rest of the
       // message would stall for good.
@@ -161,22 +181,22 @@ export class FrameWriter {
   /** Stops writing; queued frames are discarded. */
   close(): void {
     this.closed = true;
-    this.bulk.clear();
+    this.bulk = undefined;
     this.sealed.length = 0;
     this.slab = null;
   }
 
-  private fillFragments(): void {
+  private fillFragments(bulk: Map<number, BulkMessage[]>): void {
     let pending = this.socket.writableLength + (this.used - this.batchStart);
     const size = this.fragmentSize;
     // With no `drain` to come, one fragment per turn still goes out until the
     // socket reports backpressure (then `drain` paces the rest).
     let force = !this.drainPending;
-    while (this.bulk.size > 0 && (pending < this.highWaterMark || force)) {
+    while (bulk.size > 0 && (pending < this.highWaterMark || force)) {
       force = false;
       // Each pass takes one fragment from the stream at the head of the map
       // and moves that stream to the back: round robin across streams.
-      const [streamId, queue] = this.bulk.entries().next().value as [number, BulkMessage[]];
+      const [streamId, queue] = bulk.entries().next().value as [number, BulkMessage[]];
       const message = queue[0] as BulkMessage;
       const remaining = message.data.length - message.offset;
       const length = Math.min(remaining, size);
@@ -189,9 +209,9 @@ export class FrameWriter {
       this.sealed.push(message.data.subarray(message.offset, message.offset + length));
       message.offset += length;
       pending += FRAME_HEADER_SIZE + length;
-      this.bulk.delete(streamId);
+      bulk.delete(streamId);
       if (last) queue.shift();
-      if (queue.length > 0) this.bulk.set(streamId, queue);
+      if (queue.length > 0) bulk.set(streamId, queue);
     }
   }
 
@@ -220,6 +240,6 @@ export class FrameWriter {
   private schedule(): void {
     if (this.scheduled) return;
     this.scheduled = true;
-    setImmediate(this.flushBound);
+    setImmediate(FrameWriter.flushLater, this);
   }
 }

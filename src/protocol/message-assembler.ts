@@ -20,12 +20,14 @@ export interface MessageAssemblerOptions {
  * a per-message and a per-connection byte limit.
  */
 export class MessageAssembler {
-  private readonly partial = new Map<number, Partial>();
+  // Both maps are made on first use: most connections never fragment, and
+  // an idle one should not carry two empty hash tables.
+  private partialMap: Map<number, Partial> | undefined;
   /**
    * Streams whose current message broke the size limit, with that message's
    * type; its fragments are dropped until its last one.
    */
-  private readonly discarding = new Map<number, number>();
+  private discardingMap: Map<number, number> | undefined;
   private total = 0;
   private readonly options: MessageAssemblerOptions;
 
@@ -35,12 +37,20 @@ export class MessageAssembler {
 
   /** Whether any stream has an incomplete message (the fast path skips the assembler otherwise). */
   get busy(): boolean {
-    return this.partial.size > 0 || this.discarding.size > 0;
+    return (this.partialMap !== undefined && this.partialMap.size > 0) || (this.discardingMap !== undefined && this.discardingMap.size > 0);
+  }
+
+  private get partial(): Map<number, Partial> {
+    return (this.partialMap ??= new Map());
+  }
+
+  private get discarding(): Map<number, number> {
+    return (this.discardingMap ??= new Map());
   }
 
   /** Whether `streamId` is in the middle of a message. */
   has(streamId: number): boolean {
-    return this.partial.has(streamId) || this.discarding.has(streamId);
+    return this.partialMap?.has(streamId) === true || this.discardingMap?.has(streamId) === true;
   }
 
   /**
@@ -53,7 +63,7 @@ export class MessageAssembler {
    */
   add(type: number, flags: number, streamId: number, payload: Buffer): Buffer | null {
     const follows = (flags & FrameFlag.FOLLOWS) !== 0;
-    const current = this.partial.get(streamId)?.type ?? this.discarding.get(streamId);
+    const current = this.partialMap?.get(streamId)?.type ?? this.discardingMap?.get(streamId);
     if (current !== undefined && current !== type) {
       if (type !== FrameType.ERROR && type !== FrameType.CANCEL) {
         throw new RpcError(
@@ -65,11 +75,11 @@ export class MessageAssembler {
       // or CANCEL; the partial (or already dropped) message is void.
       this.forget(streamId);
     }
-    if (this.discarding.has(streamId)) {
-      if (!follows) this.discarding.delete(streamId);
+    if (this.discardingMap?.has(streamId) === true) {
+      if (!follows) this.discardingMap.delete(streamId);
       return null;
     }
-    const entry = this.partial.get(streamId);
+    const entry = this.partialMap?.get(streamId);
     const size = (entry?.size ?? 0) + payload.length;
     // A whole message in one frame passes through as it is, within the size limit too.
     if (entry === undefined && !follows && size <= this.options.maxMessageSize) return payload;
@@ -111,8 +121,8 @@ export class MessageAssembler {
 
   /** Drops any incomplete (or being discarded) message of a stream (it was closed). */
   forget(streamId: number): void {
-    this.discarding.delete(streamId);
-    const entry = this.partial.get(streamId);
+    this.discardingMap?.delete(streamId);
+    const entry = this.partialMap?.get(streamId);
     if (entry === undefined) return;
     this.total -= entry.size;
     this.partial.delete(streamId);
@@ -120,8 +130,8 @@ export class MessageAssembler {
 
   /** Drops everything (the connection closed). */
   clear(): void {
-    this.partial.clear();
-    this.discarding.clear();
+    this.partialMap = undefined;
+    this.discardingMap = undefined;
     this.total = 0;
   }
 }

@@ -100,11 +100,33 @@ function limitDepth(decoder: Decoder, maxDepth: number): void {
   };
 }
 
+const MAX_SHARED_CODECS = 16;
+const sharedCodecs = new Map<string, MsgpackCodec>();
+
+/**
+ * A codec with these limits, shared by every connection that asks for the
+ * same ones. Sharing is safe because the runtime is single-threaded and every
+ * user of {@link MsgpackCodec.encodeShared} copies the result before it
+ * yields; it saves each idle connection its own encoder buffer, decoder and
+ * extension tables (about 4 KB). A few distinct limit sets are kept; past
+ * that, codecs are made per call (a program building connections with ever
+ * new limits does not grow this cache).
+ */
+export function sharedCodec(limits: CodecLimits = {}): MsgpackCodec {
+  const key = `${limits.maxStrLength}/${limits.maxBinLength}/${limits.maxArrayLength}/${limits.maxMapLength}/${limits.maxExtLength}/${limits.maxDepth}`;
+  let codec = sharedCodecs.get(key);
+  if (codec === undefined) {
+    codec = new MsgpackCodec(limits);
+    if (sharedCodecs.size < MAX_SHARED_CODECS) sharedCodecs.set(key, codec);
+  }
+  return codec;
+}
+
 /**
  * One reusable MessagePack encoder/decoder pair with rapt's extension types
  * (Date as the standard timestamp extension -1, BigInt as {@link EXT_BIGINT})
- * and decode limits. One instance per connection side; not reentrant-safe
- * across awaits for {@link encodeShared}'s result.
+ * and decode limits. Connections share instances (see {@link sharedCodec}), so
+ * {@link encodeShared}'s result must be copied before anything else encodes.
  */
 export class MsgpackCodec {
   private readonly encoder: Encoder;

@@ -1,4 +1,11 @@
-import typia, { type tags } from "typia";
+import type * as Typia from "typia";
+import type { tags } from "typia";
+
+// typia's calls below are replaced by inline validators at build time (its
+// transform, through tspc). Importing the package for real would load all of
+// it at run time (about 90 modules, 20 MB of RSS) for nothing, so only its
+// type is declared here.
+declare const typia: typeof Typia.default;
 import { ErrorCode, RpcError, isErrorCode } from "./rpc-error.js";
 
 /** The protocol version this implementation speaks. */
@@ -116,7 +123,7 @@ const checkErrorBody = typia.createValidate<ErrorBody>();
 const checkGoaway = typia.createValidate<Goaway>();
 const checkMetadata = typia.createValidate<Metadata>();
 
-function invalid(what: string, result: typia.IValidation.IFailure): RpcError {
+function invalid(what: string, result: Typia.IValidation.IFailure): RpcError {
   const first = result.errors[0];
   const where = first === undefined ? "" : `: ${first.path} should be ${first.expected}`;
   return new RpcError(ErrorCode.PROTOCOL_ERROR, `malformed ${what}${where}`, {
@@ -124,7 +131,7 @@ function invalid(what: string, result: typia.IValidation.IFailure): RpcError {
   });
 }
 
-function check<T>(what: string, result: typia.IValidation<T>): T {
+function check<T>(what: string, result: Typia.IValidation<T>): T {
   if (!result.success) throw invalid(what, result);
   return result.data;
 }

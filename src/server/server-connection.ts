@@ -69,7 +69,8 @@ export class ServerConnection implements ConnectionOwner, DispatchHost {
   auth: unknown = undefined;
   /** True while an async `authenticate` runs (WELCOME waits for it). */
   private authenticating = false;
-  private readonly closeHooks: Array<() => void> = [];
+  /** Cleanups registered through `connectionState`'s onClose; made on first use. */
+  private closeHooks: Array<() => void> | undefined;
   private readonly config: ServerConnectionConfig;
   /** Present while (and after) the connection middleware runs; undefined when the server has none. */
   private readonly incoming: IncomingConnectionState | undefined;
@@ -235,7 +236,7 @@ export class ServerConnection implements ConnectionOwner, DispatchHost {
   private createState(connectionId: string): void {
     const factory = this.config.connectionState;
     if (factory === undefined) return;
-    const hooks = this.closeHooks;
+    const hooks = (this.closeHooks ??= []);
     try {
       this.connectionState = factory({
         peer: this.peer,
@@ -285,7 +286,9 @@ export class ServerConnection implements ConnectionOwner, DispatchHost {
   }
 
   onClose(reason: RpcError): void {
-    for (const hook of this.closeHooks.splice(0)) {
+    const hooks = this.closeHooks ?? [];
+    this.closeHooks = undefined;
+    for (const hook of hooks) {
       try {
         hook();
       } catch {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { EXT_BIGINT, MsgpackCodec } from "../../src/protocol/msgpack-codec.js";
+import { EXT_BIGINT, MsgpackCodec, sharedCodec } from "../../src/protocol/msgpack-codec.js";
 import { ErrorCode, RpcError } from "../../src/protocol/rpc-error.js";
 
 function rejects(code: ErrorCode, pattern?: RegExp): (e: unknown) => boolean {
@@ -258,5 +258,26 @@ describe("MsgpackCodec", () => {
     // timestamp 96: nanoseconds 0, seconds 2^62.
     const bytes = Buffer.from([0xc7, 12, 0xff, 0, 0, 0, 0, 0x40, 0, 0, 0, 0, 0, 0, 0]);
     assert.throws(() => codec.decode(bytes), protocolError(/timestamp/));
+  });
+});
+
+describe("sharedCodec", () => {
+  it("returns one codec per set of limits, and applies the limits it was asked for", () => {
+    const a = sharedCodec({ maxStrLength: 10, maxBinLength: 10 });
+    assert.equal(sharedCodec({ maxStrLength: 10, maxBinLength: 10 }), a);
+    const b = sharedCodec({ maxStrLength: 20, maxBinLength: 10 });
+    assert.notEqual(b, a);
+    const fifteen = new MsgpackCodec().encode("x".repeat(15));
+    assert.throws(() => a.decode(fifteen), protocolError());
+    assert.equal(b.decode(fifteen), "x".repeat(15));
+  });
+
+  it("does not grow past a few limit sets: later ones get a codec of their own", () => {
+    const codecs = Array.from({ length: 40 }, (_, i) => sharedCodec({ maxArrayLength: 1000 + i }));
+    // Each is correct for its limits, whether cached or not.
+    const big = new MsgpackCodec().encode(Array.from({ length: 1020 }, () => 0));
+    assert.throws(() => (codecs[0] as MsgpackCodec).decode(big), protocolError());
+    assert.equal(((codecs[39] as MsgpackCodec).decode(big) as unknown[]).length, 1020);
+    assert.notEqual(sharedCodec({ maxArrayLength: 1039 }), codecs[39]);
   });
 });
