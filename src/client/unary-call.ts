@@ -2,7 +2,7 @@ import { FrameType, frameTypeName } from "../protocol/frame.js";
 import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
 import type { Connection, StreamReceiver } from "../protocol/connection.js";
 import { assertMetadata, errorFromBody } from "../protocol/wire-messages.js";
-import { encodeCallPayload } from "../protocol/call-payload.js";
+import { encodeCallPrefix } from "../protocol/call-payload.js";
 import type { CallOptions } from "./call-options.js";
 import { LongTimer } from "./long-timer.js";
 
@@ -176,18 +176,21 @@ export function startUnary(
       new RpcError(ErrorCode.RESOURCE_EXHAUSTED, `${method}: the peer allows ${limit} concurrent calls per connection`),
     );
   }
-  let payload: Buffer;
+  let prefix: Buffer;
+  let encodedArgs: Uint8Array;
   try {
     const metadata = options.metadata === undefined ? undefined : assertMetadata(options.metadata);
     const timeoutMs = timeout === undefined ? undefined : Math.ceil(timeout);
-    payload = encodeCallPayload(connection.codec, method, timeoutMs, metadata, args, undefined, undefined, session);
+    prefix = encodeCallPrefix(connection.codec, method, timeoutMs, metadata, undefined, undefined, session);
+    // A view of the shared encoder's buffer: nothing may encode until sendParts has copied it.
+    encodedArgs = connection.codec.encodeShared(args);
   } catch (error) {
     return Promise.reject(RpcError.from(error, ErrorCode.INVALID_ARGUMENT));
   }
   const call = new UnaryCall(connection, streamId, method, timeout, totalTimeout, args, options, retrier);
   connection.addStream(streamId, call);
   try {
-    connection.send(FrameType.CALL, streamId, payload, true);
+    connection.sendParts(FrameType.CALL, streamId, prefix, encodedArgs);
   } catch (error) {
     call.onReset(RpcError.from(error, ErrorCode.INTERNAL));
   }

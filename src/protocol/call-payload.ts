@@ -20,6 +20,28 @@ export function encodeCallPayload(
   kind?: CallKind,
   session?: number,
 ): Buffer {
+  const prefix = encodeCallPrefix(codec, method, timeoutMs, metadata, inputArg, kind, session);
+  const argsBytes = codec.encodeShared(args);
+  const payload = Buffer.allocUnsafe(prefix.length + argsBytes.length);
+  payload.set(prefix, 0);
+  payload.set(argsBytes, prefix.length);
+  return payload;
+}
+
+/**
+ * The first part of a CALL payload, `headLength:u32be head`, in a buffer of
+ * its own; the arguments follow it on the wire. Senders that can write both
+ * parts straight into a frame ({@link Connection.sendParts}) skip joining them.
+ */
+export function encodeCallPrefix(
+  codec: MsgpackCodec,
+  method: string,
+  timeoutMs: number | undefined,
+  metadata: Metadata | undefined,
+  inputArg?: number,
+  kind?: CallKind,
+  session?: number,
+): Buffer {
   const head: unknown[] =
     session !== undefined
       ? [method, timeoutMs ?? null, metadata ?? null, inputArg ?? null, kind ?? null, session]
@@ -32,13 +54,11 @@ export function encodeCallPayload(
             : timeoutMs !== undefined
               ? [method, timeoutMs]
               : [method];
-  const headBytes = Buffer.from(codec.encodeShared(head));
-  const argsBytes = codec.encodeShared(args);
-  const payload = Buffer.allocUnsafe(4 + headBytes.length + argsBytes.length);
-  payload.writeUInt32BE(headBytes.length, 0);
-  payload.set(headBytes, 4);
-  payload.set(argsBytes, 4 + headBytes.length);
-  return payload;
+  const headBytes = codec.encodeShared(head);
+  const prefix = Buffer.allocUnsafe(4 + headBytes.length);
+  prefix.writeUInt32BE(headBytes.length, 0);
+  prefix.set(headBytes, 4);
+  return prefix;
 }
 
 /** A CALL payload split into its validated head and the still-encoded arguments. */

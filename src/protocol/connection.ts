@@ -272,6 +272,25 @@ export class Connection implements FrameSink, KeepaliveHost {
     this.writer.writeMessage(type, streamId, processed, owned || processed !== payload, chain.lastFlags);
   }
 
+  /**
+   * {@link send} for a message made of two parts (a CALL's head and its
+   * arguments). When it goes out as one unprocessed frame, both parts are
+   * copied straight into the outgoing batch instead of being joined first.
+   */
+  sendParts(type: number, streamId: number, first: Uint8Array, second: Uint8Array): void {
+    const length = first.length + second.length;
+    if (this.chain === undefined && length <= this.writer.fragmentSize && !this.writer.hasQueued(streamId)) {
+      const max = this.peerLimits?.maxMessageSize ?? HANDSHAKE_MAX_FRAME_SIZE;
+      if (length > max) throw tooLarge(type, length, max);
+      this.writer.writeFrameParts(type, 0, streamId, first, second);
+      return;
+    }
+    const payload = Buffer.allocUnsafe(length);
+    payload.set(first, 0);
+    payload.set(second, first.length);
+    this.send(type, streamId, payload, true);
+  }
+
   /** Queues a message without the size check (empty ones, and ERRORs already cut to fit), processed as agreed. */
   private sendUnchecked(type: number, streamId: number, payload: Uint8Array): void {
     const chain = this.chain;

@@ -119,6 +119,10 @@ const checkHello = typia.createValidate<Hello>();
 const checkWelcome = typia.createValidate<Welcome>();
 const checkSealedHello = typia.createValidate<SealedHello>();
 const checkCallHead = typia.createValidate<CallHead>();
+// The per-call checks run a plain type guard first: it allocates nothing,
+// and the validator, which builds an error report, runs only to explain a failure.
+const isCallHead = typia.createIs<CallHead>();
+const isMetadata = typia.createIs<Metadata>();
 const checkErrorBody = typia.createValidate<ErrorBody>();
 const checkGoaway = typia.createValidate<Goaway>();
 const checkMetadata = typia.createValidate<Metadata>();
@@ -143,12 +147,13 @@ export const parseWelcome = (value: unknown): Welcome => check("WELCOME", checkW
 /** Validates the decoded plaintext of a HELLO crypto proof. */
 export const parseSealedHello = (value: unknown): SealedHello => check("sealed HELLO", checkSealedHello(value));
 /** Validates a decoded CALL head. */
-export const parseCallHead = (value: unknown): CallHead => check("CALL head", checkCallHead(value));
+export const parseCallHead = (value: unknown): CallHead => (isCallHead(value) ? value : check("CALL head", checkCallHead(value)));
 /** Validates a decoded GOAWAY. */
 export const parseGoaway = (value: unknown): Goaway => check("GOAWAY", checkGoaway(value));
 
 /** Checks metadata a user passes before it is sent; INVALID_ARGUMENT otherwise. */
 export function assertMetadata(value: unknown): Metadata {
+  if (isMetadata(value)) return value;
   const result = checkMetadata(value);
   if (result.success) return result.data;
   const first = result.errors[0];
