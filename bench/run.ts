@@ -100,7 +100,7 @@ async function loadRound(options: Options, scenario: Scenario, round: number): P
   const server = spawnServer(options, scenario, round);
   const client = spawnClient(options, scenario, round);
   try {
-    const { address } = await server.request("init", { impl });
+    const { address } = await server.request("init", { impl, workload });
     await client.request("init", { impl, workload, address, connections: workload.connections });
     await client.request("start", undefined);
     await sleep(options.warmupMs);
@@ -134,7 +134,7 @@ async function idleRound(options: Options, scenario: Scenario, round: number, co
   const server = spawnServer(options, scenario, round);
   const client = spawnClient(options, scenario, round);
   try {
-    const { address } = await server.request("init", { impl });
+    const { address } = await server.request("init", { impl, workload });
     await client.request("init", { impl, workload, address, connections: 0 });
     const before = await server.request("memory", undefined);
     await server.request("mark", undefined);
