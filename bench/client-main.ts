@@ -61,7 +61,8 @@ async function openChannels(connection: BenchConnection, { impl, workload }: Cli
 function operation(connection: BenchConnection, { workload }: ClientConfig, worker: number, slot: number): Operation {
   if (workload.kind === "server-stream") {
     const items = workload.items ?? 1;
-    return () => connection.stream(items);
+    // Items count as they arrive: a stream under way when the window opens or closes counts for its part in it.
+    return (progress) => connection.stream(items, () => progress(1)).then(() => 0);
   }
   if (workload.kind === "channel") {
     const channel = channels.get(connection)?.[slot];

@@ -265,6 +265,8 @@ async function main(): Promise<number> {
               `p50 ${r.p50Ms.toFixed(3)} ms, p99 ${r.p99Ms.toFixed(3)} ms (${((performance.now() - started) / 1000).toFixed(1)} s)${errors}`,
           );
           if (r.errors > 0) result.error ??= `round ${round}: ${r.errors} errors, first: ${r.firstError ?? "?"}`;
+          // Such a round has no numbers (see usable() in results.ts): a failure, not a silent gap in the table.
+          else if (r.operations === 0) result.error ??= `round ${round}: no operation completed in the ${options.durationMs} ms window`;
         } catch (error) {
           const message = error instanceof Error ? error.message : String(error);
           result.error ??= `round ${round}: ${message}`;

@@ -154,12 +154,13 @@ async function connect(address: string): Promise<BenchConnection> {
       new Promise((resolve, reject) => {
         stub.echo(data, (error, echoed) => (error === null ? resolve(echoed as Buffer) : reject(error)));
       }),
-    stream: (count) =>
+    stream: (count, onItem) =>
       new Promise((resolve, reject) => {
         let items = 0;
         const call = stub.stream(count);
         call.on("data", () => {
           items++;
+          onItem?.();
         });
         call.on("end", () => resolve(items));
         call.on("error", reject);

@@ -154,6 +154,8 @@ interface Pending {
   reject(error: Error): void;
   /** Items received, for streams. */
   items: number;
+  /** Called as each stream item arrives. */
+  onItem?: (() => void) | undefined;
 }
 
 class MinimalClient implements BenchConnection {
@@ -173,10 +175,10 @@ class MinimalClient implements BenchConnection {
     });
   }
 
-  request(method: string, args: unknown[]): Promise<unknown> {
+  request(method: string, args: unknown[], onItem?: () => void): Promise<unknown> {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, items: 0 });
+      this.pending.set(id, { resolve, reject, items: 0, onItem });
       this.framed.send([id, method, args]);
     });
   }
@@ -189,8 +191,8 @@ class MinimalClient implements BenchConnection {
     return this.request("echo", [data]) as Promise<Uint8Array>;
   }
 
-  stream(count: number): Promise<number> {
-    return this.request("stream", [count]) as Promise<number>;
+  stream(count: number, onItem?: () => void): Promise<number> {
+    return this.request("stream", [count], onItem) as Promise<number>;
   }
 
   openChannel(): Promise<BenchChannel> {
@@ -223,6 +225,7 @@ class MinimalClient implements BenchConnection {
     }
     if (kind === ITEM) {
       pending.items++;
+      pending.onItem?.();
       return;
     }
     this.pending.delete(id);

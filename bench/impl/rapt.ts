@@ -81,9 +81,12 @@ async function connect(address: string, options: ConnectOptions): Promise<BenchC
   return {
     add: options.proxy ? (a, b) => stub.add(a, b) : (a, b) => client.call<number>("bench.add", [a, b]),
     echo: options.proxy ? (data) => stub.echo(data) : (data) => client.call<Uint8Array>("bench.echo", [data]),
-    stream: async (count) => {
+    stream: async (count, onItem) => {
       let items = 0;
-      for await (const _item of client.stream("bench.stream", [count])) items++;
+      for await (const _item of client.stream("bench.stream", [count])) {
+        items++;
+        onItem?.();
+      }
       return items;
     },
     openChannel: () => Promise.resolve(openChannel(client)),

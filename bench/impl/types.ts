@@ -30,8 +30,8 @@ export interface BenchServer {
 export interface BenchConnection {
   add(a: number, b: number): Promise<number>;
   echo(data: Uint8Array): Promise<Uint8Array>;
-  /** Opens a server stream of `count` items; resolves with the number of items received. */
-  stream(count: number): Promise<number>;
+  /** Opens a server stream of `count` items, calling `onItem` as each arrives; resolves with the number of items received. */
+  stream(count: number, onItem?: () => void): Promise<number>;
   /** Opens a duplex channel whose server end echoes every message. Absent if the implementation has none. */
   openChannel?(): Promise<BenchChannel>;
   close(): Promise<void>;
