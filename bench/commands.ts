@@ -12,7 +12,7 @@ export interface ProcessSample {
 }
 
 export interface ServerReport extends ProcessSample {
-  /** Calls served (or stream items sent) in the window. */
+  /** Calls served (stream items sent, channel messages echoed) in the window. */
   operations: number;
 }
 
@@ -24,7 +24,7 @@ export interface MemoryReport {
 }
 
 export interface LoadReport extends ProcessSample {
-  /** Completed operations (calls, or stream items) in the window. */
+  /** Completed operations (calls, stream items, or channel echoes) in the window. */
   operations: number;
   /** Completed streams or calls whose latency was recorded. */
   samples: number;
@@ -46,6 +46,8 @@ export interface IdleReport extends ProcessSample {
 
 export interface ServerConfig {
   impl: ImplName;
+  /** The workload the server is started for (some need server options, such as the crypto processor). */
+  workload: Workload;
 }
 
 export interface ClientConfig {

@@ -7,8 +7,13 @@
 import { type RecordableHistogram, createHistogram } from "node:perf_hooks";
 import type { LoadReport } from "./commands.js";
 
-/** One operation; resolves with the units it completed (1 per call, items per stream). */
-export type Operation = () => Promise<number>;
+/**
+ * One operation; resolves with the units it completed (1 per call). One
+ * that completes units as it goes (a stream's items) reports them through
+ * `progress` instead and resolves with 0, so the window counts the units
+ * that arrived in it, however long the operation is.
+ */
+export type Operation = (progress: (units: number) => void) => Promise<number>;
 
 const MAX_ERRORS = 1000;
 
@@ -21,6 +26,9 @@ export class ClosedLoop {
   private firstError: string | undefined;
   private cpuAtMark = process.cpuUsage();
   private timeAtMark = performance.now();
+  private readonly progress = (units: number): void => {
+    this.operations += units;
+  };
 
   /** Starts one loop per entry of `operations` (each loop calls its own operation). */
   start(operations: readonly Operation[]): void {
@@ -65,7 +73,7 @@ export class ClosedLoop {
     while (this.running) {
       const started = performance.now();
       try {
-        const units = await op();
+        const units = await op(this.progress);
         const ns = Math.round((performance.now() - started) * 1e6);
         this.histogram.record(ns > 0 ? ns : 1);
         this.operations += units;

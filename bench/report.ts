@@ -117,8 +117,13 @@ function microTable(results: BenchResults): Table | undefined {
   };
 }
 
+/** A target's number: a ratio, or a quantity with one decimal below 1,000 (MB) and none above (items/s). */
+function targetNumber(value: number, unit: string): string {
+  return unit === "x" ? ratio(value) : `${num(value, Math.abs(value) >= 1000 ? 0 : 1)} ${unit}`;
+}
+
 function targetValue(t: Target): string {
-  return t.value === undefined ? "not measured" : `${t.unit === "x" ? ratio(t.value) : `${num(t.value, 1)} ${t.unit}`}`;
+  return t.value === undefined ? "not measured" : targetNumber(t.value, t.unit);
 }
 
 function targetsTable(results: BenchResults): Table {
@@ -127,7 +132,7 @@ function targetsTable(results: BenchResults): Table {
     rows: results.targets.map((t) => [
       t.note === undefined ? t.name : `${t.name} (${t.note})`,
       targetValue(t),
-      `${t.comparison} ${t.threshold}${t.unit === "x" ? "x" : ` ${t.unit}`}`,
+      `${t.comparison} ${t.unit === "x" ? `${t.threshold}x` : `${num(t.threshold)} ${t.unit}`}`,
       t.met === undefined ? "not measured" : t.met ? "met" : "**not met**",
     ]),
     align: ["l", "r", "r", "l"],

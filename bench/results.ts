@@ -186,7 +186,9 @@ export function computeRatios(results: readonly ScenarioResult[]): void {
 export function evaluateTargets(results: readonly ScenarioResult[]): Target[] {
   const find = (id: string): ScenarioResult | undefined => results.find((r) => r.id === id);
   const unary100 = find("unary-100/rapt");
+  const unary100Crypto = find("unary-100-crypto/rapt");
   const unary1 = find("unary-1/rapt");
+  const stream1 = find("stream-1/rapt");
   const idle = find("idle-10k/rapt");
   const target = (t: Omit<Target, "met">): Target => {
     let met: boolean | undefined;
@@ -217,7 +219,34 @@ export function evaluateTargets(results: readonly ScenarioResult[]): Target[] {
       threshold: 1.5,
       unit: "x",
     }),
+    target({
+      name: "server stream, one in flight, flow control on: rapt items/s (aim: 2,000,000)",
+      value: stream1?.median.throughput,
+      comparison: "≥",
+      threshold: 1_000_000,
+      unit: "items/s",
+    }),
+    target({
+      name: "server stream, one in flight: rapt items/s vs @grpc/grpc-js",
+      value: stream1?.ratios.grpc?.throughput,
+      comparison: "≥",
+      threshold: 15,
+      unit: "x",
+    }),
   ];
+  const plain = unary100?.median.throughput;
+  const sealed = unary100Crypto?.median.throughput;
+  targets.push(
+    target({
+      name: "unary, 100 in flight: rapt throughput with the crypto processor vs without",
+      value: plain === undefined || sealed === undefined || !(plain > 0) ? undefined : sealed / plain,
+      comparison: "≥",
+      threshold: 0.6,
+      unit: "x",
+      // Two workloads run one after the other, not round by round, so there are no paired rounds to take ratios of.
+      note: "ratio of the two workloads' median throughputs, which are measured at different times",
+    }),
+  );
   const connections = idle?.median.connections;
   const rss = idle?.median.serverRssMb;
   const lowered = connections !== undefined && connections < 10_000;

@@ -100,7 +100,7 @@ async function loadRound(options: Options, scenario: Scenario, round: number): P
   const server = spawnServer(options, scenario, round);
   const client = spawnClient(options, scenario, round);
   try {
-    const { address } = await server.request("init", { impl });
+    const { address } = await server.request("init", { impl, workload });
     await client.request("init", { impl, workload, address, connections: workload.connections });
     await client.request("start", undefined);
     await sleep(options.warmupMs);
@@ -134,7 +134,7 @@ async function idleRound(options: Options, scenario: Scenario, round: number, co
   const server = spawnServer(options, scenario, round);
   const client = spawnClient(options, scenario, round);
   try {
-    const { address } = await server.request("init", { impl });
+    const { address } = await server.request("init", { impl, workload });
     await client.request("init", { impl, workload, address, connections: 0 });
     const before = await server.request("memory", undefined);
     await server.request("mark", undefined);
@@ -265,6 +265,8 @@ async function main(): Promise<number> {
               `p50 ${r.p50Ms.toFixed(3)} ms, p99 ${r.p99Ms.toFixed(3)} ms (${((performance.now() - started) / 1000).toFixed(1)} s)${errors}`,
           );
           if (r.errors > 0) result.error ??= `round ${round}: ${r.errors} errors, first: ${r.firstError ?? "?"}`;
+          // Such a round has no numbers (see usable() in results.ts): a failure, not a silent gap in the table.
+          else if (r.operations === 0) result.error ??= `round ${round}: no operation completed in the ${options.durationMs} ms window`;
         } catch (error) {
           const message = error instanceof Error ? error.message : String(error);
           result.error ??= `round ${round}: ${message}`;

@@ -23,8 +23,12 @@ export const IMPL_TITLES: Record<ImplName, string> = {
   http: "node:http + undici (JSON)",
 };
 
-/** What the client does, over `connections` connections with `inFlight` operations outstanding on each. */
-export type WorkloadKind = "unary" | "server-stream" | "idle";
+/**
+ * What the client does, over `connections` connections with `inFlight` operations outstanding on each:
+ * unary calls, server streams, or (`channel`) one duplex channel per in-flight slot, each loop sending a
+ * message and awaiting its echo; `idle` opens connections and holds them.
+ */
+export type WorkloadKind = "unary" | "server-stream" | "channel" | "idle";
 
 /** One workload: a row group of the results table. */
 export interface Workload {
@@ -43,6 +47,10 @@ export interface Workload {
   readonly inFlight: number;
   /** Server stream: items per stream. */
   readonly items?: number;
+  /** Both ends seal every payload with rapt's crypto processor (only rapt has one). */
+  readonly crypto?: boolean;
+  /** The client calls through rapt's typed proxy instead of `client.call` (only rapt has one). */
+  readonly proxy?: boolean;
   /** Implementations to measure, in table order; the value is `true` or why the entry is pending. */
   readonly impls: Partial<Record<ImplName, true | string>>;
   /** Size used by `--quick` instead of `connections` (idle workloads). */
@@ -72,6 +80,26 @@ export const WORKLOADS: readonly Workload[] = [
     connections: 1,
     inFlight: 100,
     impls: ALL,
+  },
+  {
+    id: "unary-100-crypto",
+    title: "unary add(a, b), 100 calls in flight on one connection, AES-256-GCM crypto processor on both ends",
+    kind: "unary",
+    method: "add",
+    crypto: true,
+    connections: 1,
+    inFlight: 100,
+    impls: { rapt: true },
+  },
+  {
+    id: "unary-100-proxy",
+    title: "unary add(a, b), 100 calls in flight on one connection, called through the typed proxy",
+    kind: "unary",
+    method: "add",
+    proxy: true,
+    connections: 1,
+    inFlight: 100,
+    impls: { rapt: true },
   },
   {
     id: "unary-1000",
@@ -121,6 +149,23 @@ export const WORKLOADS: readonly Workload[] = [
     impls: { rapt: true, minimal: true, grpc: true },
   },
   {
+    id: "stream-1",
+    title: "one server stream of 10,000 small items at a time on one connection, flow control on (items/s)",
+    kind: "server-stream",
+    items: 10_000,
+    connections: 1,
+    inFlight: 1,
+    impls: { rapt: true, minimal: true, grpc: true },
+  },
+  {
+    id: "channel-echo",
+    title: "16 duplex channels on one connection, each sending a small message and awaiting its echo",
+    kind: "channel",
+    connections: 1,
+    inFlight: 16,
+    impls: { rapt: true, minimal: true, grpc: true },
+  },
+  {
     id: "idle-10k",
     title: "10,000 idle connections that completed the handshake (server memory)",
     kind: "idle",
@@ -148,6 +193,10 @@ export function allScenarios(): Scenario[] {
     for (const impl of IMPLS) {
       const entry = workload.impls[impl];
       if (entry === undefined) continue;
+      // The baselines have no crypto processor or typed proxy and would silently measure the plain workload.
+      if (impl !== "rapt" && entry === true && (workload.crypto === true || workload.proxy === true)) {
+        throw new Error(`workload ${workload.id}: ${impl} cannot run it (crypto and proxy are rapt's own)`);
+      }
       out.push({ id: `${workload.id}/${impl}`, workload, impl, pending: entry === true ? undefined : entry });
     }
   }
@@ -179,5 +228,6 @@ export function selectScenarios(only: readonly string[] | undefined): Scenario[]
 export function unitOf(workload: Workload): string {
   if (workload.kind === "server-stream") return "items/s";
   if (workload.kind === "idle") return "conn/s";
+  if (workload.kind === "channel") return "echoes/s";
   return "calls/s";
 }

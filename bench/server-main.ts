@@ -22,7 +22,7 @@ function running(): BenchServer {
 
 serve<ServerCommands>({
   async init(config) {
-    server = await (await loadImpl(config.impl)).startServer();
+    server = await (await loadImpl(config.impl)).startServer({ crypto: config.workload.crypto ?? false });
     return { address: server.address };
   },
   mark() {

@@ -2,16 +2,12 @@
  * Baseline (b): @grpc/grpc-js, the usual RPC framework of Node. No .proto and
  * no generated code: a service definition object whose serializers are
  * MessagePack (numbers, stream items) or raw bytes (echo), so the payload
- * encoding matches rapt's and what differs is the framework.
+ * encoding matches rapt's and what differs is the framework. The channel is
+ * a bidirectional streaming call whose handler writes back each message.
  */
 import * as grpc from "@grpc/grpc-js";
 import { decode, encode } from "@msgpack/msgpack";
-import type { BenchConnection, BenchServer, Impl } from "./types.js";
-
-interface StreamItem {
-  seq: number;
-  value: string;
-}
+import type { BenchChannel, BenchConnection, BenchItem, BenchServer, Impl } from "./types.js";
 
 const packed = (value: unknown): Buffer => {
   const bytes = encode(value);
@@ -45,8 +41,17 @@ const definition = {
     responseStream: true,
     requestSerialize: (count: number) => packed(count),
     requestDeserialize: (bytes: Buffer) => decode(bytes) as number,
-    responseSerialize: (item: StreamItem) => packed(item),
-    responseDeserialize: (bytes: Buffer) => decode(bytes) as StreamItem,
+    responseSerialize: (item: BenchItem) => packed(item),
+    responseDeserialize: (bytes: Buffer) => decode(bytes) as BenchItem,
+  },
+  channel: {
+    path: "/bench.Bench/Channel",
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: (message: BenchItem) => packed(message),
+    requestDeserialize: (bytes: Buffer) => decode(bytes) as BenchItem,
+    responseSerialize: (message: BenchItem) => packed(message),
+    responseDeserialize: (bytes: Buffer) => decode(bytes) as BenchItem,
   },
 } satisfies grpc.ServiceDefinition;
 
@@ -68,12 +73,21 @@ async function startServer(): Promise<BenchServer> {
       operations++;
       callback(null, call.request);
     },
-    stream(call: grpc.ServerWritableStream<number, StreamItem>) {
+    stream(call: grpc.ServerWritableStream<number, BenchItem>) {
       for (let i = 0; i < call.request; i++) {
         operations++;
         call.write({ seq: i, value: "item" });
       }
       call.end();
+    },
+    channel(call: grpc.ServerDuplexStream<BenchItem, BenchItem>) {
+      call.on("data", (message: BenchItem) => {
+        operations++;
+        call.write(message);
+      });
+      call.on("end", () => call.end());
+      // A client that goes away cancels the call; nothing to clean up.
+      call.on("error", () => undefined);
     },
   };
   server.addService(definition, implementation);
@@ -94,7 +108,29 @@ async function startServer(): Promise<BenchServer> {
 interface BenchStub extends grpc.Client {
   add(args: [number, number], callback: grpc.requestCallback<number>): grpc.ClientUnaryCall;
   echo(data: Uint8Array, callback: grpc.requestCallback<Buffer>): grpc.ClientUnaryCall;
-  stream(count: number): grpc.ClientReadableStream<StreamItem>;
+  stream(count: number): grpc.ClientReadableStream<BenchItem>;
+  channel(): grpc.ClientDuplexStream<BenchItem, BenchItem>;
+}
+
+/** A bidirectional call as a channel: each message written is answered by the next one read. */
+function openChannel(stub: BenchStub): BenchChannel {
+  const call = stub.channel();
+  const waiting: { resolve(message: BenchItem): void; reject(error: Error): void }[] = [];
+  call.on("data", (message: BenchItem) => waiting.shift()?.resolve(message));
+  call.on("error", (error: Error) => {
+    for (const w of waiting.splice(0)) w.reject(error);
+  });
+  return {
+    echo: (message) =>
+      new Promise((resolve, reject) => {
+        waiting.push({ resolve, reject });
+        call.write(message);
+      }),
+    close: () => {
+      call.cancel();
+      return Promise.resolve();
+    },
+  };
 }
 
 const BenchClient = grpc.makeGenericClientConstructor(definition, "Bench");
@@ -118,16 +154,18 @@ async function connect(address: string): Promise<BenchConnection> {
       new Promise((resolve, reject) => {
         stub.echo(data, (error, echoed) => (error === null ? resolve(echoed as Buffer) : reject(error)));
       }),
-    stream: (count) =>
+    stream: (count, onItem) =>
       new Promise((resolve, reject) => {
         let items = 0;
         const call = stub.stream(count);
         call.on("data", () => {
           items++;
+          onItem?.();
         });
         call.on("end", () => resolve(items));
         call.on("error", reject);
       }),
+    openChannel: () => Promise.resolve(openChannel(stub)),
     close: () => {
       stub.close();
       return Promise.resolve();

@@ -7,11 +7,21 @@
  * The ceiling for rapt's throughput and floor for its latency.
  *
  * Requests are `[id, method, args]`; answers `[id, kind, value]` with kind
- * 0 result, 1 stream item, 2 end of stream, 3 error.
+ * 0 result, 1 stream item, 2 end of stream, 3 error. A channel is an id the
+ * client picks and keeps: each `[id, "channel", [message]]` is answered with
+ * `[id, 1, message]`, with no open, close or flow control.
  */
 import { type Socket, connect as netConnect, createServer } from "node:net";
 import { Decoder, Encoder } from "@msgpack/msgpack";
-import { type BenchConnection, type BenchServer, type IdleConnection, type Impl, splitAddress } from "./types.js";
+import {
+  type BenchChannel,
+  type BenchConnection,
+  type BenchItem,
+  type BenchServer,
+  type IdleConnection,
+  type Impl,
+  splitAddress,
+} from "./types.js";
 
 const RESULT = 0;
 const ITEM = 1;
@@ -121,6 +131,9 @@ async function startServer(): Promise<BenchServer> {
           framed.send([id, ITEM, { seq: i, value: "item" }]);
         }
         framed.send([id, END, null]);
+      } else if (method === "channel") {
+        operations++;
+        framed.send([id, ITEM, args[0]]);
       } else if (method === "hello") {
         framed.send([id, RESULT, "welcome"]);
       } else framed.send([id, ERROR, `no method ${method}`]);
@@ -141,25 +154,31 @@ interface Pending {
   reject(error: Error): void;
   /** Items received, for streams. */
   items: number;
+  /** Called as each stream item arrives. */
+  onItem?: (() => void) | undefined;
 }
 
 class MinimalClient implements BenchConnection {
   private readonly framed: FramedSocket;
   private readonly pending = new Map<number, Pending>();
+  /** Open channels by id: the echoes each awaits, in order. */
+  private readonly channels = new Map<number, Pending[]>();
   private nextId = 1;
 
   constructor(socket: Socket) {
     this.framed = new FramedSocket(socket, (value) => this.onAnswer(value as [number, number, unknown]));
     socket.on("close", () => {
       for (const p of this.pending.values()) p.reject(new Error("connection closed"));
+      for (const waiting of this.channels.values()) for (const p of waiting) p.reject(new Error("connection closed"));
       this.pending.clear();
+      this.channels.clear();
     });
   }
 
-  request(method: string, args: unknown[]): Promise<unknown> {
+  request(method: string, args: unknown[], onItem?: () => void): Promise<unknown> {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, items: 0 });
+      this.pending.set(id, { resolve, reject, items: 0, onItem });
       this.framed.send([id, method, args]);
     });
   }
@@ -172,8 +191,25 @@ class MinimalClient implements BenchConnection {
     return this.request("echo", [data]) as Promise<Uint8Array>;
   }
 
-  stream(count: number): Promise<number> {
-    return this.request("stream", [count]) as Promise<number>;
+  stream(count: number, onItem?: () => void): Promise<number> {
+    return this.request("stream", [count], onItem) as Promise<number>;
+  }
+
+  openChannel(): Promise<BenchChannel> {
+    const id = this.nextId++;
+    const waiting: Pending[] = [];
+    this.channels.set(id, waiting);
+    return Promise.resolve({
+      echo: (message) =>
+        new Promise<BenchItem>((resolve, reject) => {
+          waiting.push({ resolve: resolve as (value: unknown) => void, reject, items: 0 });
+          this.framed.send([id, "channel", [message]]);
+        }),
+      close: () => {
+        this.channels.delete(id);
+        return Promise.resolve();
+      },
+    });
   }
 
   close(): Promise<void> {
@@ -183,9 +219,13 @@ class MinimalClient implements BenchConnection {
 
   private onAnswer([id, kind, value]: [number, number, unknown]): void {
     const pending = this.pending.get(id);
-    if (pending === undefined) return;
+    if (pending === undefined) {
+      if (kind === ITEM) this.channels.get(id)?.shift()?.resolve(value);
+      return;
+    }
     if (kind === ITEM) {
       pending.items++;
+      pending.onItem?.();
       return;
     }
     this.pending.delete(id);

@@ -1,32 +1,69 @@
 /**
  * rapt itself, used as an application would: a Server with a registered
- * service, a Client per connection calling it by name.
+ * service and an echoing channel, a Client per connection calling it by name
+ * (or through the typed proxy), the crypto processor on both ends when the
+ * workload asks for it.
  */
+import { createHash } from "node:crypto";
 import { connect as netConnect } from "node:net";
 import { encode } from "@msgpack/msgpack";
 import { Client } from "rapt/client";
+import { crypto } from "rapt/plugin";
 import { DEFAULT_LIMITS, FRAME_HEADER_SIZE, FrameDecoder, FrameType, PROTOCOL_VERSION, writeFrameHeader } from "rapt/protocol";
 import { Server } from "rapt/server";
-import { type BenchConnection, type BenchServer, type IdleConnection, type Impl, splitAddress } from "./types.js";
+import {
+  type BenchChannel,
+  type BenchConnection,
+  type BenchItem,
+  type BenchServer,
+  type ConnectOptions,
+  type IdleConnection,
+  type Impl,
+  type ServerOptions,
+  splitAddress,
+} from "./types.js";
 
-async function startServer(): Promise<BenchServer> {
-  let operations = 0;
-  const server = new Server();
-  server.register("bench", {
+/** The channel `openChannel` opens (a name of its own: `bench.echo` is the unary method). */
+const CHANNEL = "bench.channel";
+
+/** One fixed AES-256 key under one key id, the same in server and client processes (32 bytes: a SHA-256). */
+const KEYS = { "bench-1": createHash("sha256").update("rapt bench key").digest() };
+
+/** The benchmark service; `count` is called once per operation served. */
+function benchService(count: () => void) {
+  return {
     add(a: number, b: number): number {
-      operations++;
+      count();
       return a + b;
     },
     echo(data: Uint8Array): Uint8Array {
-      operations++;
+      count();
       return data;
     },
-    async *stream(count: number): AsyncGenerator<{ seq: number; value: string }> {
-      for (let seq = 0; seq < count; seq++) {
-        operations++;
+    async *stream(n: number): AsyncGenerator<BenchItem> {
+      for (let seq = 0; seq < n; seq++) {
+        count();
         yield { seq, value: "item" };
       }
     },
+  };
+}
+
+/** The service's type, for the typed proxy. */
+type BenchService = ReturnType<typeof benchService>;
+
+async function startServer(options: ServerOptions): Promise<BenchServer> {
+  let operations = 0;
+  const server = new Server(options.crypto ? { processors: [crypto({ keys: KEYS })] } : {});
+  server.register(
+    "bench",
+    benchService(() => operations++),
+  );
+  server.channel<BenchItem, BenchItem>(CHANNEL, async function (channel) {
+    for await (const message of channel) {
+      operations++;
+      await channel.send(message);
+    }
   });
   const [address] = await server.listen("127.0.0.1:0");
   return {
@@ -36,18 +73,42 @@ async function startServer(): Promise<BenchServer> {
   };
 }
 
-async function connect(address: string): Promise<BenchConnection> {
-  const client = new Client(address);
+async function connect(address: string, options: ConnectOptions): Promise<BenchConnection> {
+  // A processor instance per client, as separate applications would have.
+  const client = new Client(address, options.crypto ? { processors: [crypto({ keys: KEYS })] } : {});
   await client.connect();
+  const stub = client.proxy<BenchService>("bench");
   return {
-    add: (a, b) => client.call<number>("bench.add", [a, b]),
-    echo: (data) => client.call<Uint8Array>("bench.echo", [data]),
-    stream: async (count) => {
+    add: options.proxy ? (a, b) => stub.add(a, b) : (a, b) => client.call<number>("bench.add", [a, b]),
+    echo: options.proxy ? (data) => stub.echo(data) : (data) => client.call<Uint8Array>("bench.echo", [data]),
+    stream: async (count, onItem) => {
       let items = 0;
-      for await (const _item of client.stream("bench.stream", [count])) items++;
+      for await (const _item of client.stream("bench.stream", [count])) {
+        items++;
+        onItem?.();
+      }
       return items;
     },
+    openChannel: () => Promise.resolve(openChannel(client)),
     close: () => client.close(),
+  };
+}
+
+/** A channel to the echoing handler; its one reader is the closed loop that owns it. */
+function openChannel(client: Client): BenchChannel {
+  const channel = client.channel<BenchItem, BenchItem>(CHANNEL);
+  const messages = channel[Symbol.asyncIterator]();
+  return {
+    echo: async (message) => {
+      await channel.send(message);
+      const next = await messages.next();
+      if (next.done === true) throw new Error("channel ended by the server");
+      return next.value;
+    },
+    close: () => {
+      channel.close();
+      return Promise.resolve();
+    },
   };
 }
 

@@ -1,8 +1,10 @@
 /**
  * Keeps the benchmark suite from rotting: runs `bench/run.ts --quick` on a
- * rapt scenario, the minimal baseline of the same workload, a small idle
- * workload and the micro-benchmark, and checks the JSON it writes. It says
- * nothing about speed; the numbers only have to be sane.
+ * rapt scenario, the minimal baseline of the same workload, rapt on the
+ * channel workload and with the crypto processor (the paths other workloads
+ * do not take), a small idle workload and the micro-benchmark, and checks
+ * the JSON it writes. It says nothing about speed; the numbers only have to
+ * be sane.
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -42,7 +44,7 @@ describe("benchmark suite (smoke)", () => {
         runner,
         "--quick",
         "--only",
-        "unary-1/rapt,unary-1/minimal,idle-10k/rapt,micro",
+        "unary-1/rapt,unary-1/minimal,channel-echo/rapt,unary-100-crypto/rapt,idle-10k/rapt,micro",
         "--rounds",
         String(ROUNDS),
         "--warmup",
@@ -70,7 +72,13 @@ describe("benchmark suite (smoke)", () => {
     const results = JSON.parse(readFileSync(json, "utf8")) as BenchResults;
     assert.equal(results.options.rounds, ROUNDS);
     assert.ok(results.machine.cores > 0 && results.machine.node.startsWith("v"));
-    assert.deepEqual(results.scenarios.map((s) => s.id).sort(), ["idle-10k/rapt", "unary-1/minimal", "unary-1/rapt"]);
+    assert.deepEqual(results.scenarios.map((s) => s.id).sort(), [
+      "channel-echo/rapt",
+      "idle-10k/rapt",
+      "unary-1/minimal",
+      "unary-1/rapt",
+      "unary-100-crypto/rapt",
+    ]);
     for (const s of results.scenarios) {
       assert.equal(s.error, undefined, `${s.id}: ${s.error}`);
       assert.equal(s.rounds.length, ROUNDS, `${s.id}: rounds`);
@@ -108,6 +116,7 @@ describe("benchmark suite (smoke)", () => {
 
     const report = readFileSync(markdown, "utf8");
     assert.match(report, /\| unary-1 \| rapt \|/);
+    assert.match(report, /\| channel-echo \| rapt \| [\d,]+ echoes\/s \|/);
     assert.match(report, /## Targets/);
   });
 });
