@@ -19,7 +19,7 @@ export const DEFAULT_LIMITS: Limits = {
   maxFrameSize: 1024 * 1024,
   maxMessageSize: 64 * 1024 * 1024,
   maxConcurrentStreams: 10_000,
-  streamWindow: DEFAULT_STREAM_WINDOW,
+  streamWindow: 256,
 };
 
 /** The states of a {@link Connection}. */

@@ -5,6 +5,7 @@ import { describe, it } from "node:test";
 import { decode, encode } from "@msgpack/msgpack";
 import { Client } from "../../src/client/index.js";
 import { crypto } from "../../src/plugin/index.js";
+import { DEFAULT_LIMITS } from "../../src/protocol/connection.js";
 import { FrameFlag, FrameType } from "../../src/protocol/frame.js";
 import { type CallContext, type Channel, ErrorCode, RpcError, Server, type ServerOptions } from "../../src/server/index.js";
 import { ENCRYPTED, CryptoPeer, cryptoHello, seal, sha256 } from "./crypto-peer.js";
@@ -95,11 +96,12 @@ describe("crypto processor: encrypted connections", () => {
       const failure = await rejectsWith(c.call("svc.fail"), ErrorCode.FAILED_PRECONDITION, "ERR-SECRET");
       assert.deepEqual(failure.data, { detail: "DATA-SECRET" });
       const seen: string[] = [];
-      // More items than the reader's window of 64: it must grant CREDIT.
-      for await (const item of c.stream<string>("svc.count", [100])) seen.push(item);
+      // More items than the reader's window: it must grant CREDIT.
+      const count = (DEFAULT_LIMITS.streamWindow ?? 64) + 36;
+      for await (const item of c.stream<string>("svc.count", [count])) seen.push(item);
       assert.deepEqual(
         seen,
-        Array.from({ length: 100 }, (_, i) => `ITEM-SECRET-${i}`),
+        Array.from({ length: count }, (_, i) => `ITEM-SECRET-${i}`),
       );
       assert.equal(await c.call("svc.sum", [strings("INPUT-SECRET-a", "INPUT-SECRET-b")]), "INPUT-SECRET-aINPUT-SECRET-b");
       const chat = c.channel<string, string>("chat");
