@@ -1,7 +1,7 @@
 import type { Channel } from "../protocol/channel.js";
 import type { CallOptions } from "./call-options.js";
 import type { ChannelOptions } from "./channel-call.js";
-import type { ServerStream, StreamingCall } from "./streaming-call.js";
+import type { ResultTarget, ServerStream, StreamingCall } from "./streaming-call.js";
 
 /**
  * What a result type becomes after MessagePack: `undefined` (and `void`, a
@@ -43,13 +43,14 @@ export class ProxyCall<T> extends Promise<T> implements ServerStream<unknown> {
   }
 
   private readonly call: StreamingCall;
-  private readonly settle: { resolve(value: T): void; reject(error: unknown): void };
+  /** This promise's own resolve and reject, handed to the call once it is awaited. */
+  private readonly settle: ResultTarget;
   private chosen = false;
 
   constructor(call: StreamingCall) {
-    let settle!: ProxyCall<T>["settle"];
+    let settle!: ResultTarget;
     super((resolve, reject) => {
-      settle = { resolve, reject };
+      settle = { resolve: resolve as (value: unknown) => void, reject };
     });
     this.call = call;
     this.settle = settle;
@@ -61,10 +62,7 @@ export class ProxyCall<T> extends Promise<T> implements ServerStream<unknown> {
   ): Promise<A | B> {
     if (!this.chosen) {
       this.chosen = true;
-      this.call.result().then(
-        (value) => this.settle.resolve(value as T),
-        (error: unknown) => this.settle.reject(error),
-      );
+      this.call.awaitResult(this.settle);
     }
     return super.then(onFulfilled, onRejected);
   }

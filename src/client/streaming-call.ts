@@ -1,4 +1,4 @@
-import { encodeCallPayload } from "../protocol/call-payload.js";
+import { encodeCallPrefix } from "../protocol/call-payload.js";
 import type { Connection, StreamReceiver } from "../protocol/connection.js";
 import { decodeCredit } from "../protocol/credit.js";
 import { FrameType, frameTypeName } from "../protocol/frame.js";
@@ -24,6 +24,12 @@ export interface ServerStream<T> extends AsyncIterable<T> {
 
 type Outcome = { ok: true; value: unknown } | { ok: false; error: RpcError };
 
+/** Who awaits a call's single result: a promise's two functions. */
+export interface ResultTarget {
+  resolve(value: unknown): void;
+  reject(error: unknown): void;
+}
+
 /**
  * The client's end of a call that streams in either direction: a
  * client-streamed argument (pumped out as ITEMs under the server's credit)
@@ -41,7 +47,7 @@ export class StreamingCall implements StreamReceiver, PumpSink, ServerStream<unk
   private streamId = 0;
   private done = false;
   private outcome: Outcome | undefined;
-  private settleUnary: ((outcome: Outcome) => void) | undefined;
+  private settleUnary: ResultTarget | undefined;
   private output: InboundStream | undefined;
   private pump: OutboundPump | undefined;
   private timer: LongTimer | undefined;
@@ -71,12 +77,17 @@ export class StreamingCall implements StreamReceiver, PumpSink, ServerStream<unk
     this.options = options;
     this.mode = mode;
     this.totalTimeout = timeout;
-    const copy = [...args];
-    const inputArg = copy.findIndex(isStreamSource);
-    if (inputArg >= 0) {
-      if (copy.findIndex((arg, i) => i > inputArg && isStreamSource(arg)) >= 0) {
+    // A copy: the CALL may go out later (waiting for a connection), after the caller reused its array.
+    const copy = args.slice();
+    let inputArg = -1;
+    for (let i = 0; i < copy.length; i++) {
+      if (!isStreamSource(copy[i])) continue;
+      if (inputArg >= 0) {
         throw new RpcError(ErrorCode.INVALID_ARGUMENT, `${method}: at most one argument may be streamed (an AsyncIterable)`);
       }
+      inputArg = i;
+    }
+    if (inputArg >= 0) {
       if (inputArg > 255) throw new RpcError(ErrorCode.INVALID_ARGUMENT, `${method}: a streamed argument must be one of the first 256`);
       this.inputArg = inputArg;
     }
@@ -114,20 +125,21 @@ export class StreamingCall implements StreamReceiver, PumpSink, ServerStream<unk
     const metadata = this.options.metadata === undefined ? undefined : assertMetadata(this.options.metadata);
     const sent = this.inputArg === undefined ? this.args : this.args.map((arg, i) => (i === this.inputArg ? null : arg));
     const left = this.timeLeft;
-    const payload = encodeCallPayload(
+    const prefix = encodeCallPrefix(
       connection.codec,
       this.method,
       left === undefined ? undefined : Math.ceil(left),
       metadata,
-      sent,
       this.inputArg,
       undefined,
       this.session,
     );
+    // A view of the shared encoder's buffer: nothing may encode until sendParts has copied it.
+    const encodedArgs = connection.codec.encodeShared(sent);
     this.connection = connection;
     this.streamId = streamId;
     connection.addStream(streamId, this);
-    connection.send(FrameType.CALL, streamId, payload, true);
+    connection.sendParts(FrameType.CALL, streamId, prefix, encodedArgs);
     if (this.inputArg !== undefined) {
       const source = this.args[this.inputArg] as AsyncIterable<unknown> | Iterable<unknown>;
       this.pump = new OutboundPump(this, source, connection.peerStreamWindow);
@@ -144,20 +156,26 @@ export class StreamingCall implements StreamReceiver, PumpSink, ServerStream<unk
 
   /** The single result; makes this a unary call if the mode was still open. */
   result(): Promise<unknown> {
+    return new Promise((resolve, reject) => this.awaitResult({ resolve, reject }));
+  }
+
+  /**
+   * {@link result} for a caller that has its own promise (a proxy call): the
+   * outcome goes straight to `target`, with no promise in between.
+   */
+  awaitResult(target: ResultTarget): void {
     if (this.mode === "stream") {
-      return Promise.reject(
-        new RpcError(ErrorCode.FAILED_PRECONDITION, `${this.method}: this call is read as a stream; iterate it instead`),
-      );
+      target.reject(new RpcError(ErrorCode.FAILED_PRECONDITION, `${this.method}: this call is read as a stream; iterate it instead`));
+      return;
     }
     this.mode = "unary";
     if (this.output !== undefined && this.output.buffered > 0) {
       this.cancelWith(this.streamedError());
     }
     const outcome = this.outcome;
-    if (outcome !== undefined) return outcome.ok ? Promise.resolve(outcome.value) : Promise.reject(outcome.error);
-    return new Promise((resolve, reject) => {
-      this.settleUnary = (o) => (o.ok ? resolve(o.value) : reject(o.error));
-    });
+    if (outcome === undefined) this.settleUnary = target;
+    else if (outcome.ok) target.resolve(outcome.value);
+    else target.reject(outcome.error);
   }
 
   [Symbol.asyncIterator](): AsyncIterator<unknown> {
@@ -344,9 +362,11 @@ export class StreamingCall implements StreamReceiver, PumpSink, ServerStream<unk
     } else this.pump?.stop();
     if (outcome === undefined) return;
     this.outcome = outcome;
-    const settle = this.settleUnary;
+    const target = this.settleUnary;
+    if (target === undefined) return;
     this.settleUnary = undefined;
-    settle?.(outcome);
+    if (outcome.ok) target.resolve(outcome.value);
+    else target.reject(outcome.error);
   }
 }
 
