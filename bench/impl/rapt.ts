@@ -7,10 +7,8 @@
 import { createHash } from "node:crypto";
 import { connect as netConnect } from "node:net";
 import { encode } from "@msgpack/msgpack";
-import { Client } from "rapt/client";
-import { crypto } from "rapt/plugin";
-import { DEFAULT_LIMITS, FRAME_HEADER_SIZE, FrameDecoder, FrameType, PROTOCOL_VERSION, writeFrameHeader } from "rapt/protocol";
-import { Server } from "rapt/server";
+import type { Client } from "rapt/client";
+import type { Processor } from "rapt/protocol";
 import {
   type BenchChannel,
   type BenchConnection,
@@ -49,12 +47,23 @@ function benchService(count: () => void) {
   };
 }
 
+/** The crypto processor when the workload asks for it (rapt/plugin is loaded only then). */
+async function processors(crypto: boolean | undefined): Promise<Processor[]> {
+  if (crypto !== true) return [];
+  const plugin = await import("rapt/plugin");
+  return [plugin.crypto({ keys: KEYS })];
+}
+
 /** The service's type, for the typed proxy. */
 type BenchService = ReturnType<typeof benchService>;
 
 async function startServer(options: ServerOptions): Promise<BenchServer> {
   let operations = 0;
-  const server = new Server(options.crypto ? { processors: [crypto({ keys: KEYS })] } : {});
+  // Imported here, not at the top: a server process loads what a rapt server
+  // application loads (rapt/server), not the client too, which would add to
+  // the RSS the idle workload measures.
+  const { Server } = await import("rapt/server");
+  const server = new Server({ processors: await processors(options.crypto) });
   server.register(
     "bench",
     benchService(() => operations++),
@@ -75,7 +84,8 @@ async function startServer(options: ServerOptions): Promise<BenchServer> {
 
 async function connect(address: string, options: ConnectOptions): Promise<BenchConnection> {
   // A processor instance per client, as separate applications would have.
-  const client = new Client(address, options.crypto ? { processors: [crypto({ keys: KEYS })] } : {});
+  const { Client } = await import("rapt/client");
+  const client = new Client(address, { processors: await processors(options.crypto) });
   await client.connect();
   const stub = client.proxy<BenchService>("bench");
   return {
@@ -117,8 +127,9 @@ function openChannel(client: Client): BenchChannel {
  * PINGs (so the server's keepalive keeps it): what the server holds for an
  * idle client, without the client-side cost of 10,000 Client objects.
  */
-function connectIdle(address: string): Promise<IdleConnection> {
+async function connectIdle(address: string): Promise<IdleConnection> {
   const { host, port } = splitAddress(address);
+  const { DEFAULT_LIMITS, FRAME_HEADER_SIZE, FrameDecoder, FrameType, PROTOCOL_VERSION, writeFrameHeader } = await import("rapt/protocol");
   const hello = encode({ version: PROTOCOL_VERSION, limits: DEFAULT_LIMITS });
   const frame = Buffer.allocUnsafe(FRAME_HEADER_SIZE + hello.length);
   writeFrameHeader(frame, 0, hello.length, FrameType.HELLO, 0, 0);

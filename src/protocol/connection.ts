@@ -511,6 +511,10 @@ export class Connection implements FrameSink, KeepaliveHost {
     this.sendFrame(FrameType.PING, 0, data);
   }
 
+  onKeepaliveError(error: unknown): void {
+    this.close(RpcError.from(error, ErrorCode.INTERNAL));
+  }
+
   onSilent(silentMs: number): void {
     this.close(new RpcError(ErrorCode.UNAVAILABLE, `peer silent for ${silentMs} ms, past the keepalive timeout`));
   }

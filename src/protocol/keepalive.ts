@@ -10,23 +10,28 @@ export interface KeepaliveOptions {
 export interface KeepaliveHost {
   sendPing(data: Buffer): void;
   onSilent(silentMs: number): void;
+  /** A tick threw (sending the PING failed); the keepalive has stopped. */
+  onKeepaliveError(error: unknown): void;
 }
 
 /** Default keepalive: a PING every 10 s, drop after 30 s of silence. */
 export const DEFAULT_KEEPALIVE: KeepaliveOptions = { interval: 10_000, timeout: 30_000 };
 
 /**
- * One interval timer per connection; no per-frame clock reads. Incoming bytes
- * only set a flag, which each tick turns into "silent for 0 ms" or adds an
+ * Keepalive of one connection; no per-frame clock reads. Incoming bytes only
+ * set a flag, which each tick turns into "silent for 0 ms" or adds an
  * interval to the silence. PINGs carry the send time so PONGs measure RTT.
+ * Ticks come from a {@link KeepaliveClock} shared by every connection with
+ * the same interval, not from a timer each.
  */
 export class Keepalive {
   /** Last measured round-trip time in ms, or undefined before the first PONG. */
   rtt: number | undefined;
   /** Set by the connection on every chunk received. */
   active = true;
+  /** Which of its clock's slots ticks this keepalive; -1 while stopped. */
+  slot = -1;
   private silentMs = 0;
-  private timer: NodeJS.Timeout | undefined;
   private readonly host: KeepaliveHost;
   private readonly options: KeepaliveOptions;
 
@@ -36,14 +41,13 @@ export class Keepalive {
   }
 
   start(): void {
-    if (this.timer !== undefined) return;
-    this.timer = setInterval(() => this.tick(), this.options.interval);
-    this.timer.unref();
+    if (this.slot >= 0) return;
+    KeepaliveClock.of(this.options.interval).add(this);
   }
 
   stop(): void {
-    if (this.timer !== undefined) clearInterval(this.timer);
-    this.timer = undefined;
+    if (this.slot < 0) return;
+    KeepaliveClock.of(this.options.interval).remove(this);
   }
 
   /** Sends a PING now (also used to measure RTT on demand). */
@@ -61,7 +65,14 @@ export class Keepalive {
     if (Number.isFinite(rtt) && rtt >= 0) this.rtt = rtt;
   }
 
-  private tick(): void {
+  /** A tick threw: stops, and tells the host. */
+  fail(error: unknown): void {
+    this.stop();
+    this.host.onKeepaliveError(error);
+  }
+
+  /** One interval has passed (called by the clock). */
+  tick(): void {
     if (this.active) {
       this.active = false;
       this.silentMs = 0;
@@ -74,5 +85,78 @@ export class Keepalive {
       }
     }
     this.ping();
+  }
+}
+
+/** Slots of a clock: each keepalive ticks in one, and one slot ticks per interval / SLOTS. */
+const SLOTS = 8;
+
+/**
+ * One timer for every keepalive of one interval. A timer (and its closure)
+ * per connection cost an idle server about 250 bytes each; one timer ticking
+ * thousands of keepalives at once would send thousands of PINGs in one turn,
+ * so keepalives are spread over {@link SLOTS} slots, one of which ticks every
+ * `interval / SLOTS` ms: each keepalive still ticks once per interval.
+ */
+export class KeepaliveClock {
+  private static readonly clocks = new Map<number, KeepaliveClock>();
+  private readonly interval: number;
+  private readonly slots: Set<Keepalive>[];
+  private size = 0;
+  private next = 0;
+  private added = 0;
+  private timer: NodeJS.Timeout | undefined;
+
+  private constructor(interval: number) {
+    this.interval = interval;
+    // Below SLOTS ms a slot would tick less often than the interval asks.
+    const count = interval >= SLOTS ? SLOTS : 1;
+    this.slots = Array.from({ length: count }, () => new Set<Keepalive>());
+  }
+
+  /** The clock of `interval` ms, made on first use. */
+  static of(interval: number): KeepaliveClock {
+    let clock = KeepaliveClock.clocks.get(interval);
+    if (clock === undefined) {
+      clock = new KeepaliveClock(interval);
+      KeepaliveClock.clocks.set(interval, clock);
+    }
+    return clock;
+  }
+
+  add(keepalive: Keepalive): void {
+    // Round robin keeps the slots even as connections come and go.
+    const slot = this.added++ % this.slots.length;
+    keepalive.slot = slot;
+    (this.slots[slot] as Set<Keepalive>).add(keepalive);
+    if (this.size++ === 0) {
+      this.timer = setInterval(() => this.tick(), this.interval / this.slots.length);
+      this.timer.unref();
+    }
+  }
+
+  remove(keepalive: Keepalive): void {
+    if (!(this.slots[keepalive.slot] as Set<Keepalive>).delete(keepalive)) return;
+    keepalive.slot = -1;
+    if (--this.size === 0) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+      KeepaliveClock.clocks.delete(this.interval);
+    }
+  }
+
+  private tick(): void {
+    const slot = this.slots[this.next] as Set<Keepalive>;
+    this.next = (this.next + 1) % this.slots.length;
+    // A keepalive that stops while ticking (its peer went silent) leaves the
+    // set during the loop, which a Set allows.
+    for (const keepalive of slot) {
+      try {
+        keepalive.tick();
+      } catch (error) {
+        // Its own connection deals with it; the others still tick.
+        keepalive.fail(error);
+      }
+    }
   }
 }

@@ -11,6 +11,7 @@ const WAIT_LIMIT_MS = 5000;
 class FakeHost implements KeepaliveHost {
   readonly pings: Buffer[] = [];
   readonly silent: number[] = [];
+  readonly errors: unknown[] = [];
   /** Runs on each PING (for example to simulate the peer's traffic). */
   onPing: ((data: Buffer) => void) | undefined;
   private wake: (() => void) | undefined;
@@ -23,6 +24,11 @@ class FakeHost implements KeepaliveHost {
 
   onSilent(silentMs: number): void {
     this.silent.push(silentMs);
+    this.wake?.();
+  }
+
+  onKeepaliveError(error: unknown): void {
+    this.errors.push(error);
     this.wake?.();
   }
 
@@ -147,5 +153,63 @@ describe("Keepalive", () => {
     await sleep(5 * INTERVAL);
     assert.equal(host.pings.length, count);
     assert.deepEqual(host.silent, []);
+  });
+
+  it("shares one clock per interval, spreading keepalives over its slots so they do not all PING in one turn", async () => {
+    const hosts = Array.from({ length: 32 }, () => new FakeHost());
+    const keepalives = hosts.map((host) => new Keepalive(host, { interval: 40, timeout: 10_000 }));
+    /** For each keepalive, the clock tick (a setImmediate-separated turn) of its first PING. */
+    const firstTurn: number[] = [];
+    let turn = 0;
+    let counting = true;
+    const countTurns = (): void => {
+      turn++;
+      if (counting) setImmediate(countTurns);
+    };
+    setImmediate(countTurns);
+    hosts.forEach((host, i) => {
+      host.onPing = () => {
+        firstTurn[i] ??= turn;
+      };
+    });
+    for (const keepalive of keepalives) keepalive.start();
+    try {
+      await (hosts[0] as FakeHost).until(() => hosts.every((host) => host.pings.length >= 2), "two PINGs from every keepalive");
+      // Spread: the 32 first PINGs fell in more than one turn (8 slots, 5 ms apart).
+      assert.ok(new Set(firstTurn).size > 1, `first PINGs in turns ${[...new Set(firstTurn)].join(", ")}`);
+    } finally {
+      counting = false;
+      for (const keepalive of keepalives) keepalive.stop();
+    }
+    const counts = hosts.map((host) => host.pings.length);
+    await sleep(100);
+    assert.deepEqual(
+      hosts.map((host) => host.pings.length),
+      counts,
+      "no PING after stop()",
+    );
+  });
+
+  it("a host that throws on a tick is told and stopped; the others keep ticking", async () => {
+    const failing = new FakeHost();
+    let throws = 0;
+    failing.sendPing = () => {
+      throws++;
+      throw new Error("host broke");
+    };
+    const healthy = new FakeHost();
+    const a = new Keepalive(failing, { interval: 1, timeout: 10_000 });
+    const b = new Keepalive(healthy, { interval: 1, timeout: 10_000 });
+    a.start();
+    b.start();
+    try {
+      await healthy.until(() => healthy.pings.length >= 5, "PINGs of the healthy keepalive");
+      assert.equal(failing.errors.length, 1);
+      assert.match(String((failing.errors[0] as Error).message), /host broke/);
+      assert.equal(throws, 1, "the failing keepalive stopped after its first failure");
+    } finally {
+      a.stop();
+      b.stop();
+    }
   });
 });
