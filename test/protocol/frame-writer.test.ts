@@ -157,6 +157,33 @@ describe("FrameWriter over a loopback socket", () => {
     }
   });
 
+  it("hands a turn of small frames up to 64 KiB to the socket in one write, growing its buffer instead of splitting the batch", async () => {
+    const { sender, receiver } = await pair();
+    const rx = new Receiver(receiver, 1024);
+    const writes: number[] = [];
+    const write = sender.write.bind(sender) as (chunk: Uint8Array) => boolean;
+    Object.assign(sender, {
+      write(chunk: Uint8Array): boolean {
+        writes.push(chunk.length);
+        return write(chunk);
+      },
+    });
+    const writer = new FrameWriter(sender);
+    // 40 KiB in 1000 frames, some written as two parts (a CALL's head and arguments).
+    const head = Buffer.from("head");
+    for (let i = 0; i < 1000; i++) {
+      if (i % 2 === 0) writer.writeFrame(FrameType.ITEM, 0, 1, Buffer.alloc(31, i & 0xff));
+      else writer.writeFrameParts(FrameType.CALL, 0, 2 * i + 1, head, Buffer.alloc(27, i & 0xff));
+    }
+    await rx.until(() => rx.frames.length >= 1000, "1000 frames");
+    assert.deepEqual(writes, [1000 * (FRAME_HEADER_SIZE + 31)], "one write of the whole batch");
+    for (let i = 0; i < 1000; i++) {
+      const got = rx.frames[i] as Frame;
+      const expected = i % 2 === 0 ? Buffer.alloc(31, i & 0xff) : Buffer.concat([head, Buffer.alloc(27, i & 0xff)]);
+      assert.deepEqual(got.payload, expected, `frame ${i}`);
+    }
+  });
+
   it("fragments a 5 MB message into frames of at most fragmentSize, FOLLOWS on all but the last", async () => {
     const { sender, receiver } = await pair();
     const fragmentSize = 64 * 1024;
