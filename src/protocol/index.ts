@@ -26,7 +26,7 @@ export {
 } from "./connection.js";
 export { Keepalive, DEFAULT_KEEPALIVE, type KeepaliveOptions } from "./keepalive.js";
 export { parseEndpoint, formatEndpoint, type Endpoint } from "./endpoint.js";
-export type { Processor, ProcessorKind, ProcessorOffer, ProcessorAgreement, PayloadTransform } from "./processor.js";
+export type { Processor, ProcessorKind, ProcessorOffer, ProcessorAgreement, PayloadTransform, RecordTransform } from "./processor.js";
 export { CallKind, DEFAULT_STREAM_WINDOW } from "./wire-messages.js";
 export { Channel, type ChannelClose, type ChannelTransport } from "./channel.js";
 export { InboundStream, type InboundHost } from "./inbound-stream.js";
