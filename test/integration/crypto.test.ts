@@ -558,6 +558,31 @@ describe("crypto processor: what a crypto-only server refuses (the handler never
     }
   });
 
+  it("bytes sent before the WELCOME (held while an async authenticate runs) are read as records, and fail as record 0", async () => {
+    const { server, port, runs } = await serve({
+      authenticate: async () => {
+        await sleep(50);
+        return "user";
+      },
+    });
+    try {
+      const hello = cryptoHello(KEY, "k1");
+      // A record sealed before the WELCOME exists cannot have its binding.
+      const early = sealRecord(KEY, "k1", 0, 0, randomBytes(32), frame(FrameType.CALL, 0, 1, callPayload(["svc.echo"], ["x"])));
+      const answer = await exchange(port, Buffer.concat([frame(FrameType.HELLO, 0, 0, hello), early]));
+      const welcomeEnd = 10 + answer.readUInt32BE(0);
+      const welcome = splitFrames(answer.subarray(0, welcomeEnd)).frames[0] as RawFrame;
+      assert.equal(welcome.type, FrameType.WELCOME);
+      const { frames } = splitFrames(openRecords(KEY, 1, sha256(hello, welcome.payload), [answer.subarray(welcomeEnd)]));
+      const [code, message] = decode((frames[0] as RawFrame).payload) as [string, string];
+      assert.deepEqual([frames[0]?.type, frames[0]?.streamId, code], [FrameType.ERROR, 0, ErrorCode.UNAUTHENTICATED]);
+      assert.match(message, /^record 0 from the client failed authentication/);
+      assert.equal(runs(), 0);
+    } finally {
+      await server.close();
+    }
+  });
+
   it("a record length above the maximum is refused at once, before its body is buffered", async () => {
     const { server, port } = await serve();
     const peer = await CryptoPeer.open(port, KEY, "k1");
