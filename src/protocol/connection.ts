@@ -318,10 +318,11 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost {
   }
 
   /**
-   * Queues one message on a stream, processed (compressed, encrypted) if
-   * the handshake agreed on it and fragmented as needed. Throws
-   * RESOURCE_EXHAUSTED if it exceeds the peer's maxMessageSize, before or
-   * after processing: the peer applies its limit to both.
+   * Queues one message on a stream, compressed if the handshake agreed on
+   * it and fragmented as needed (with encryption, the writer seals its
+   * frames into records when it flushes). Throws RESOURCE_EXHAUSTED if it
+   * exceeds the peer's maxMessageSize, before or after compression: the
+   * peer applies its limit to both.
    */
   send(type: number, streamId: number, payload: Uint8Array, owned = false): void {
     const max = this.peerLimits?.maxMessageSize ?? HANDSHAKE_MAX_FRAME_SIZE;
