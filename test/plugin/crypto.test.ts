@@ -1,19 +1,9 @@
 import assert from "node:assert/strict";
-import { createCipheriv, createSecretKey, randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
 import { describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
 import { Client } from "../../src/client/index.js";
 import { compression, crypto } from "../../src/plugin/index.js";
-import {
-  Direction,
-  MAX_RECORD_PLAINTEXT,
-  MAX_RECORD_SIZE,
-  openEnvelope,
-  readEnvelopeHeader,
-  recordAad,
-  setRecordSequence,
-} from "../../src/protocol/crypto-envelope.js";
+import { MAX_RECORD_PLAINTEXT, MAX_RECORD_SIZE } from "../../src/protocol/crypto-envelope.js";
 import { MsgpackCodec } from "../../src/protocol/msgpack-codec.js";
 import type { RecordTransform } from "../../src/protocol/processor.js";
 import { ReplayCache } from "../../src/protocol/replay-cache.js";
@@ -251,50 +241,5 @@ describe("the crypto record layer", () => {
       () => rotated.server.open(later as Buffer),
       unauthenticated(/is sealed under key id "k1", which this side does not have/),
     );
-  });
-});
-
-describe("the record of PROTOCOL.md §13.7", () => {
-  const doc = readFileSync(fileURLToPath(new URL("../../../PROTOCOL.md", import.meta.url)), "utf8");
-  /** The bytes of the first hex dump after `heading`. */
-  function dump(heading: string): Buffer {
-    const section = doc.slice(doc.indexOf(heading));
-    const text = /```\n([\s\S]*?)```/.exec(section)?.[1] ?? "";
-    const hex = text
-      .split("\n")
-      .map((line) => line.slice(10, 58).replace(/ /g, ""))
-      .join("");
-    return Buffer.from(hex, "hex");
-  }
-  const key = Buffer.from(Array.from({ length: 32 }, (_, i) => i));
-  const nonce = Buffer.from(Array.from({ length: 12 }, (_, i) => i));
-  const binding = Buffer.alloc(32, 0xab);
-
-  it("is the CALL frame of §11.3 sealed as documented: recomputed from the text with node:crypto alone", () => {
-    const record = dump("### 13.7");
-    const call = dump("### 11.3");
-    assert.equal(record.length, 4 + 23 + call.length + 16);
-    const header = Buffer.concat([Buffer.from([2]), Buffer.from("k1"), nonce, Buffer.from("0000019b76daa800", "hex")]);
-    const aad = Buffer.concat([Buffer.from([0]), Buffer.alloc(8), binding, header]);
-    const cipher = createCipheriv("aes-256-gcm", key, nonce, { authTagLength: 16 });
-    cipher.setAAD(aad);
-    const body = Buffer.concat([header, cipher.update(call), cipher.final(), cipher.getAuthTag()]);
-    const length = Buffer.alloc(4);
-    length.writeUInt32BE(body.length);
-    assert.deepEqual(record, Buffer.concat([length, body]));
-  });
-
-  it("opens with this implementation to the CALL of §11.3, and only as record 0 of that connection", () => {
-    const record = dump("### 13.7");
-    const body = record.subarray(4);
-    assert.equal(record.readUInt32BE(0), body.length);
-    const header = readEnvelopeHeader(body, "the example");
-    assert.deepEqual([header.keyId, header.timestamp, header.length], ["k1", 1_767_225_600_000, 23]);
-    const secret = createSecretKey(key);
-    const aad = recordAad(Direction.CLIENT_TO_SERVER, binding);
-    assert.deepEqual(openEnvelope(secret, aad, body, header), dump("### 11.3"));
-    assert.equal(openEnvelope(secret, setRecordSequence(recordAad(Direction.CLIENT_TO_SERVER, binding), 1), body, header), undefined);
-    assert.equal(openEnvelope(secret, recordAad(Direction.SERVER_TO_CLIENT, binding), body, header), undefined);
-    assert.equal(openEnvelope(secret, recordAad(Direction.CLIENT_TO_SERVER, Buffer.alloc(32, 0xac)), body, header), undefined);
   });
 });
