@@ -298,7 +298,7 @@ class CryptoRecords implements RecordTransform {
 
   seal(chunks: readonly Uint8Array[]): Uint8Array[] {
     const now = Date.now();
-    const records: Uint8Array[] = [];
+    const out: Uint8Array[] = [];
     let parts: Uint8Array[] = [];
     let size = 0;
     for (let chunk of chunks) {
@@ -307,7 +307,7 @@ class CryptoRecords implements RecordTransform {
       while (size + chunk.length > MAX_RECORD_PLAINTEXT) {
         const take = MAX_RECORD_PLAINTEXT - size;
         parts.push(chunk.subarray(0, take));
-        records.push(this.sealOne(parts, MAX_RECORD_PLAINTEXT, now));
+        this.sealOne(parts, MAX_RECORD_PLAINTEXT, now, out);
         parts = [];
         size = 0;
         chunk = chunk.subarray(take);
@@ -316,13 +316,13 @@ class CryptoRecords implements RecordTransform {
       parts.push(chunk);
       size += chunk.length;
     }
-    if (size > 0) records.push(this.sealOne(parts, size, now));
-    return records;
+    if (size > 0) this.sealOne(parts, size, now, out);
+    return out;
   }
 
-  private sealOne(parts: readonly Uint8Array[], size: number, now: number): Buffer {
+  private sealOne(parts: readonly Uint8Array[], size: number, now: number, out: Uint8Array[]): void {
     setRecordSequence(this.sendAad, this.sendSequence++);
-    return sealRecord(this.entry.key, this.entry.idBytes, this.sendAad, parts, size, now);
+    sealRecord(this.entry.key, this.entry.idBytes, this.sendAad, parts, size, now, out);
   }
 
   /**

@@ -1,4 +1,4 @@
-import { type KeyObject, createCipheriv, createDecipheriv, randomFillSync } from "node:crypto";
+import { type CipherGCM, type KeyObject, createCipheriv, createDecipheriv, randomFillSync } from "node:crypto";
 import { ErrorCode, RpcError } from "./rpc-error.js";
 
 /*
@@ -111,6 +111,26 @@ function fillNonce(target: Buffer, offset: number): void {
 }
 
 /**
+ * Writes an envelope header (key id, a fresh nonce, the timestamp `now`) at
+ * `out[at]` and returns the cipher that seals the plaintext after it, its
+ * associated data (`prefix` then that header) already given.
+ */
+function startCipher(out: Buffer, at: number, key: KeyObject, keyId: Uint8Array, prefix: Uint8Array, now: number): CipherGCM {
+  const headerLength = 1 + keyId.length + NONCE_SIZE + TIMESTAMP_SIZE;
+  out[at] = keyId.length;
+  out.set(keyId, at + 1);
+  const nonceAt = at + 1 + keyId.length;
+  fillNonce(out, nonceAt);
+  const timeAt = nonceAt + NONCE_SIZE;
+  out.writeUInt32BE(Math.floor(now / 0x1_0000_0000), timeAt);
+  out.writeUInt32BE(now >>> 0, timeAt + 4);
+  const cipher = createCipheriv("aes-256-gcm", key, out.subarray(nonceAt, nonceAt + NONCE_SIZE), { authTagLength: TAG_SIZE });
+  cipher.setAAD(prefix);
+  cipher.setAAD(out.subarray(at, at + headerLength));
+  return cipher;
+}
+
+/**
  * Seals the concatenation of `parts` (`length` bytes in all) into one
  * envelope written at `out[at]`, which has room for it. The parts go
  * through the cipher one after the other, so a batch of frames is sealed
@@ -127,16 +147,7 @@ function sealInto(
   now: number,
 ): void {
   const headerLength = 1 + keyId.length + NONCE_SIZE + TIMESTAMP_SIZE;
-  out[at] = keyId.length;
-  out.set(keyId, at + 1);
-  const nonceAt = at + 1 + keyId.length;
-  fillNonce(out, nonceAt);
-  const timeAt = nonceAt + NONCE_SIZE;
-  out.writeUInt32BE(Math.floor(now / 0x1_0000_0000), timeAt);
-  out.writeUInt32BE(now >>> 0, timeAt + 4);
-  const cipher = createCipheriv("aes-256-gcm", key, out.subarray(nonceAt, nonceAt + NONCE_SIZE), { authTagLength: TAG_SIZE });
-  cipher.setAAD(prefix);
-  cipher.setAAD(out.subarray(at, at + headerLength));
+  const cipher = startCipher(out, at, key, keyId, prefix, now);
   let written = at + headerLength;
   for (const part of parts) {
     const body = cipher.update(part);
@@ -159,11 +170,17 @@ export function sealEnvelope(key: KeyObject, keyId: Uint8Array, prefix: Uint8Arr
   return out;
 }
 
+/** Records with more plaintext than this go out as several chunks instead of being copied into one buffer. */
+const GATHER_LIMIT = 16 * 1024;
+
 /**
  * Seals the concatenation of `parts` (`length` bytes in all, at most
  * {@link MAX_RECORD_PLAINTEXT}) into one record, `recordLength` prefix
- * included, ready to write. `prefix` is the record's associated-data
- * context ({@link recordAad} with its sequence number set).
+ * included, and appends it to `out`, ready to write: as one buffer when it
+ * is small, and otherwise as the header, the cipher's outputs and the tag,
+ * so that a large record's ciphertext is not copied once more. `prefix` is
+ * the record's associated-data context ({@link recordAad} with its sequence
+ * number set).
  */
 export function sealRecord(
   key: KeyObject,
@@ -172,12 +189,27 @@ export function sealRecord(
   parts: readonly Uint8Array[],
   length: number,
   now: number,
-): Buffer {
+  out: Uint8Array[],
+): void {
   const bodyLength = envelopeOverhead(keyId.length) + length;
-  const out = Buffer.allocUnsafe(RECORD_LENGTH_SIZE + bodyLength);
-  out.writeUInt32BE(bodyLength, 0);
-  sealInto(out, RECORD_LENGTH_SIZE, key, keyId, prefix, parts, length, now);
-  return out;
+  if (length <= GATHER_LIMIT) {
+    const record = Buffer.allocUnsafe(RECORD_LENGTH_SIZE + bodyLength);
+    record.writeUInt32BE(bodyLength, 0);
+    sealInto(record, RECORD_LENGTH_SIZE, key, keyId, prefix, parts, length, now);
+    out.push(record);
+    return;
+  }
+  const headerLength = 1 + keyId.length + NONCE_SIZE + TIMESTAMP_SIZE;
+  const head = Buffer.allocUnsafe(RECORD_LENGTH_SIZE + headerLength);
+  head.writeUInt32BE(bodyLength, 0);
+  const cipher = startCipher(head, RECORD_LENGTH_SIZE, key, keyId, prefix, now);
+  out.push(head);
+  for (const part of parts) {
+    const body = cipher.update(part);
+    if (body.length > 0) out.push(body);
+  }
+  const tail = cipher.final();
+  out.push(tail.length === 0 ? cipher.getAuthTag() : Buffer.concat([tail, cipher.getAuthTag()]));
 }
 
 /**

@@ -50,8 +50,9 @@ export interface RecordTransform {
   readonly maxRecordSize: number;
   /**
    * Seals a write batch, `chunks` of outgoing frame bytes in order, into
-   * records (several when the batch is large), each with its length prefix,
-   * to be written in the order returned.
+   * records (several when the batch is large), each with its length prefix.
+   * Returns the bytes to write, in order; a large record may come as
+   * several chunks (its ciphertext is not copied into one buffer).
    */
   seal(chunks: readonly Uint8Array[]): Uint8Array[];
   /**
