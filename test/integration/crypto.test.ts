@@ -364,6 +364,21 @@ describe("crypto processor: what a crypto-only server refuses (the handler never
     }
   });
 
+  it("a frame flagged ENCRYPTED inside a record: PROTOCOL_ERROR, the flag is set on no frame", async () => {
+    const { server, port, runs } = await serve();
+    const peer = await CryptoPeer.open(port, KEY, "k1");
+    try {
+      peer.send(frame(FrameType.CALL, FrameFlag.ENCRYPTED, 1, callPayload(["svc.echo"], ["x"])));
+      const error = await peer.connectionError();
+      assert.equal(error.code, ErrorCode.PROTOCOL_ERROR);
+      assert.match(error.message, /^unknown flags 0x2 on CALL frame, stream 1 \(ENCRYPTED is set on no frame/);
+      assert.equal(runs(), 0);
+    } finally {
+      peer.destroy();
+      await server.close();
+    }
+  });
+
   it("a wrong key: an unknown key id, or a known id with another key, in the handshake or in a record", async () => {
     const { server, address, port, runs } = await serve();
     const unknownId = client(address, { k9: KEY });
