@@ -1,6 +1,6 @@
 // Encrypted RPC: `node dist/examples/encrypted.js`. Server and client share a
-// 32-byte key (random here; load yours from a secret store). Every payload
-// after the handshake is sealed with AES-256-GCM, the connection metadata
+// 32-byte key (random here; load yours from a secret store). Everything after
+// the handshake travels in AES-256-GCM records, the connection metadata
 // travels sealed in the handshake, and large payloads are compressed first.
 import { randomBytes } from "node:crypto";
 import { Client, RpcError } from "rapt/client";

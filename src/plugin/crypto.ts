@@ -3,16 +3,20 @@ import {
   BINDING_SIZE,
   Direction,
   MAX_KEY_ID_BYTES,
-  aadPrefix,
-  envelopeOverhead,
+  MAX_RECORD_PLAINTEXT,
+  MAX_RECORD_SIZE,
+  MIN_RECORD_SIZE,
   openEnvelope,
+  proofAad,
   readEnvelopeHeader,
+  recordAad,
   sealEnvelope,
-  setAadFrame,
+  sealRecord,
+  setRecordSequence,
 } from "../protocol/crypto-envelope.js";
-import { FrameFlag, FrameType, PROCESSING_FLAGS, frameTypeName } from "../protocol/frame.js";
+import { FrameType } from "../protocol/frame.js";
 import type { MsgpackCodec } from "../protocol/msgpack-codec.js";
-import type { PayloadTransform, Processor, ProcessorAgreement, ProcessorOffer, Transcript } from "../protocol/processor.js";
+import type { Processor, ProcessorAgreement, ProcessorOffer, RecordTransform, Transcript } from "../protocol/processor.js";
 import { ReplayCache } from "../protocol/replay-cache.js";
 import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
 import { type Metadata, parseSealedHello } from "../protocol/wire-messages.js";
@@ -38,14 +42,18 @@ export interface CryptoOptions {
    */
   required?: boolean;
   /**
-   * How far, in ms, a payload's timestamp may be from the receiver's clock,
-   * either way. Default 30,000. Nonces are remembered for this long.
+   * How far, in ms, the timestamp of a handshake proof or a record may be
+   * from the receiver's clock, either way. Default 30,000. Handshake proofs
+   * are remembered for this long.
    */
   timeout?: number;
   /**
-   * Most nonces remembered for replay detection (one per message received
-   * within `timeout`); past it, messages are refused with RESOURCE_EXHAUSTED
-   * rather than the memory growing. About 70 bytes each. Default 1,000,000.
+   * Most handshake proofs remembered for replay detection: one per
+   * encrypted connection this processor accepted (server) or opened
+   * (client) within `timeout`. Past it, new handshakes are refused with
+   * RESOURCE_EXHAUSTED rather than the memory growing; traffic on open
+   * connections is not affected (records are numbered per connection, which
+   * detects their replay). About 70 bytes each. Default 1,000,000.
    */
   replayCacheSize?: number;
 }
@@ -61,11 +69,11 @@ export interface CryptoProcessor extends Processor {
   readonly required: boolean;
   /** The timestamp tolerance, ms. */
   readonly timeout: number;
-  /** Nonces held for replay detection now. */
+  /** Handshake proof nonces held for replay detection now. */
   readonly replayCacheEntries: number;
   /**
    * Replaces the key ring, the sending key or `required`, at once for new
-   * connections and, for the ring, for every message received from now on.
+   * connections and, for the ring, for every record received from now on.
    * A new ring without `keyId` keeps the sending key if it holds it, and
    * otherwise uses its first. Open connections keep sealing with the key
    * they started with. Throws INVALID_ARGUMENT on a bad value, changing nothing.
@@ -84,14 +92,17 @@ const EMPTY = Buffer.alloc(0);
 const NO_METADATA: Metadata = Object.freeze({}) as Metadata;
 
 /**
- * The crypto processor: AES-256-GCM over every payload of a connection, in
- * both directions, stream 0 included (PROTOCOL.md, "Processors"). Each
- * payload is sealed with a fresh random nonce, a timestamp and the key id,
- * and authenticated together with its frame header, its direction and the
+ * The crypto processor: AES-256-GCM over everything a connection carries
+ * after its handshake, in both directions (PROTOCOL.md, "Processors"). Each
+ * direction's frames are cut into records, one per socket write batch (so
+ * the cipher setup is paid once for all the frames of an event-loop turn),
+ * each sealed with a fresh random nonce, a timestamp and the key id, and
+ * authenticated together with its direction, its sequence number and the
  * connection's handshake. A receiver refuses, with UNAUTHENTICATED, a
- * payload under an unknown key id, one that was altered, one whose
- * timestamp is off by more than `timeout`, and one whose nonce it has seen
- * already (a replay); the connection is then closed and no handler runs.
+ * record under an unknown key id, one whose timestamp is off by more than
+ * `timeout`, and one that does not authenticate: altered, replayed,
+ * reordered, dropped before it, reflected, or from another connection. The
+ * connection is then closed and no handler runs for what it carried.
  *
  * In the handshake the client proves it has the key with a sealed HELLO
  * field, which also carries the connection metadata, so credentials never
@@ -105,7 +116,7 @@ const NO_METADATA: Metadata = Object.freeze({}) as Metadata;
  * ```
  *
  * Node's built-in crypto only. Each processor instance keeps its own replay
- * cache, shared by the connections that use it.
+ * cache of handshake proofs, shared by the connections that use it.
  */
 export function crypto(options: CryptoOptions): CryptoProcessor {
   return new Crypto(options);
@@ -160,7 +171,7 @@ class Crypto implements CryptoProcessor {
 
   offer(metadata: Metadata | undefined, codec: MsgpackCodec): ProcessorOffer {
     const plaintext = codec.encode(metadata === undefined ? {} : { metadata });
-    return { value: this.seal(this.sending, helloPrefix(), plaintext), sealsMetadata: true };
+    return { value: this.sealProof(this.sending, helloAad(), plaintext), sealsMetadata: true };
   }
 
   accept(offer: unknown, hello: Uint8Array, codec: MsgpackCodec): ProcessorAgreement | undefined {
@@ -172,13 +183,13 @@ class Crypto implements CryptoProcessor {
       );
     }
     if (!(offer instanceof Uint8Array)) throw new RpcError(ErrorCode.PROTOCOL_ERROR, "malformed HELLO: processors.crypto should be binary");
-    const { plaintext, entry } = this.open(helloPrefix(), offer, "the HELLO's crypto proof");
+    const { plaintext, entry } = this.openProof(helloAad(), offer, "the HELLO's crypto proof");
     const sealed = parseSealedHello(codec.decode(plaintext));
     return {
       kind: "crypto",
-      answer: this.seal(entry, welcomePrefix(hello), EMPTY),
+      answer: this.sealProof(entry, welcomeAad(hello), EMPTY),
       metadata: sealed.metadata ?? NO_METADATA,
-      start: (transcript) => new CryptoTransform(this, entry, transcript),
+      start: (transcript) => new CryptoRecords(this, entry, transcript),
     };
   }
 
@@ -191,90 +202,171 @@ class Crypto implements CryptoProcessor {
     }
     if (!(answer instanceof Uint8Array))
       throw new RpcError(ErrorCode.PROTOCOL_ERROR, "malformed WELCOME: processors.crypto should be binary");
-    const { entry } = this.open(welcomePrefix(hello), answer, "the WELCOME's crypto proof");
-    return { kind: "crypto", start: (transcript) => new CryptoTransform(this, entry, transcript) };
+    const { entry } = this.openProof(welcomeAad(hello), answer, "the WELCOME's crypto proof");
+    return { kind: "crypto", start: (transcript) => new CryptoRecords(this, entry, transcript) };
   }
 
-  /** Seals `plaintext` under `entry` with the associated-data context `prefix`. */
-  seal(entry: KeyEntry, prefix: Uint8Array, plaintext: Uint8Array): Buffer {
-    return sealEnvelope(entry.key, entry.idBytes, prefix, plaintext, Date.now());
+  /** Seals a handshake proof's `plaintext` under `entry` with the associated-data context `aad`. */
+  private sealProof(entry: KeyEntry, aad: Uint8Array, plaintext: Uint8Array): Buffer {
+    return sealEnvelope(entry.key, entry.idBytes, aad, plaintext, Date.now());
   }
 
   /**
-   * Opens a received envelope: key id, timestamp, replay and tag checks, in
-   * that order, each failing with UNAUTHENTICATED naming `what`. The nonce is
-   * remembered only once the tag has proved the payload authentic, so
-   * forgeries cannot fill the replay cache.
+   * Opens a received handshake proof: key id, timestamp, replay and tag
+   * checks, in that order, each failing with UNAUTHENTICATED naming `what`.
+   * The nonce is remembered only once the tag has proved the proof
+   * authentic, so forgeries cannot fill the replay cache.
    */
-  open(prefix: Uint8Array, payload: Uint8Array, what: string): { plaintext: Buffer; entry: KeyEntry } {
+  private openProof(aad: Uint8Array, payload: Uint8Array, what: string): { plaintext: Buffer; entry: KeyEntry } {
     const header = readEnvelopeHeader(payload, what);
-    const entry = this.ring.get(header.keyId);
-    if (entry === undefined) {
-      throw new RpcError(ErrorCode.UNAUTHENTICATED, `${what} is sealed under key id "${header.keyId}", which this side does not have`, {
-        keyId: header.keyId,
-      });
-    }
     const now = Date.now();
-    const skew = header.timestamp - now;
+    const entry = this.checkHeader(header.keyId, header.timestamp, now, what);
+    if (this.cache.has(header.nonceKey, now)) {
+      throw new RpcError(ErrorCode.UNAUTHENTICATED, `${what} is a replay: its nonce was already seen within the last ${this.timeout} ms`);
+    }
+    const plaintext = openEnvelope(entry.key, aad, payload, header);
+    if (plaintext === undefined) {
+      throw new RpcError(
+        ErrorCode.UNAUTHENTICATED,
+        `${what} failed authentication: it (or its frame header) was altered, or the sender's key "${header.keyId}" is not the same as this side's`,
+      );
+    }
+    this.cache.remember(header.nonceKey, header.timestamp, now);
+    return { plaintext, entry };
+  }
+
+  /**
+   * The key named `keyId` in the current ring, once the timestamp is within
+   * the window; throws UNAUTHENTICATED naming `what` otherwise. The ring is
+   * looked up for every envelope, so a configure() applies at once.
+   */
+  checkHeader(keyId: string, timestamp: number, now: number, what: string, data?: Record<string, unknown>): KeyEntry {
+    const entry = this.ring.get(keyId);
+    if (entry === undefined) {
+      throw new RpcError(
+        ErrorCode.UNAUTHENTICATED,
+        `${what} is sealed under key id ${JSON.stringify(keyId)}, which this side does not have`,
+        {
+          ...data,
+          keyId,
+        },
+      );
+    }
+    const skew = timestamp - now;
     if (skew > this.timeout || skew < -this.timeout) {
       const off = skew < 0 ? `${-skew} ms old` : `${skew} ms in the future`;
       throw new RpcError(
         ErrorCode.UNAUTHENTICATED,
         `${what} has a timestamp ${off}, outside the ±${this.timeout} ms window (stale, replayed, or the clocks differ)`,
-        { skew, window: this.timeout },
+        { ...data, skew, window: this.timeout },
       );
     }
-    if (this.cache.has(header.nonceKey, now)) {
-      throw new RpcError(ErrorCode.UNAUTHENTICATED, `${what} is a replay: its nonce was already seen within the last ${this.timeout} ms`);
-    }
-    const plaintext = openEnvelope(entry.key, prefix, payload, header, what);
-    this.cache.remember(header.nonceKey, header.timestamp, now);
-    return { plaintext, entry };
+    return entry;
   }
 }
 
-/** One connection's sealing and opening, bound to its handshake and the two directions. */
-class CryptoTransform implements PayloadTransform {
-  readonly flag = FrameFlag.ENCRYPTED;
-  readonly overhead: number;
+/**
+ * One connection's record layer: seals this side's write batches into
+ * numbered records and opens the peer's in order, both bound to the
+ * connection's handshake and their direction.
+ */
+class CryptoRecords implements RecordTransform {
+  readonly minRecordSize = MIN_RECORD_SIZE;
+  readonly maxRecordSize = MAX_RECORD_SIZE;
   private readonly processor: Crypto;
   private readonly entry: KeyEntry;
-  private readonly sendPrefix: Buffer;
-  private readonly receivePrefix: Buffer;
+  /** Associated-data context of the next record sent; its sequence field is rewritten per record. */
+  private readonly sendAad: Buffer;
+  private readonly receiveAad: Buffer;
+  private sendSequence = 0;
+  private receiveSequence = 0;
+  /** Who sends the records this side receives, for error messages. */
+  private readonly peer: string;
 
   constructor(processor: Crypto, entry: KeyEntry, transcript: Transcript) {
     this.processor = processor;
     this.entry = entry;
-    this.overhead = envelopeOverhead(entry.idBytes.length);
-    // Binding every payload to both handshake frames ties it to this
+    // Binding every record to both handshake frames ties it to this
     // connection (its WELCOME holds a random connection id and the server's
     // fresh proof) and detects a HELLO or WELCOME altered on the way.
     const binding = createHash("sha256").update(transcript.hello).update(transcript.welcome).digest();
     const client = transcript.role === "client";
-    this.sendPrefix = aadPrefix(client ? Direction.CLIENT_TO_SERVER : Direction.SERVER_TO_CLIENT, binding);
-    this.receivePrefix = aadPrefix(client ? Direction.SERVER_TO_CLIENT : Direction.CLIENT_TO_SERVER, binding);
+    this.sendAad = recordAad(client ? Direction.CLIENT_TO_SERVER : Direction.SERVER_TO_CLIENT, binding);
+    this.receiveAad = recordAad(client ? Direction.SERVER_TO_CLIENT : Direction.CLIENT_TO_SERVER, binding);
+    this.peer = client ? "the server" : "the client";
   }
 
-  encode(type: number, flags: number, streamId: number, payload: Uint8Array): Uint8Array {
-    return this.processor.seal(this.entry, setAadFrame(this.sendPrefix, type, flags & PROCESSING_FLAGS, streamId), payload);
+  seal(chunks: readonly Uint8Array[]): Uint8Array[] {
+    const now = Date.now();
+    const out: Uint8Array[] = [];
+    let parts: Uint8Array[] = [];
+    let size = 0;
+    for (let chunk of chunks) {
+      // A batch past MAX_RECORD_PLAINTEXT is cut into several records, a
+      // chunk straddling the cut going partly into each.
+      while (size + chunk.length > MAX_RECORD_PLAINTEXT) {
+        const take = MAX_RECORD_PLAINTEXT - size;
+        parts.push(chunk.subarray(0, take));
+        this.sealOne(parts, MAX_RECORD_PLAINTEXT, now, out);
+        parts = [];
+        size = 0;
+        chunk = chunk.subarray(take);
+      }
+      if (chunk.length === 0) continue;
+      parts.push(chunk);
+      size += chunk.length;
+    }
+    if (size > 0) this.sealOne(parts, size, now, out);
+    return out;
   }
 
-  decode(type: number, flags: number, streamId: number, payload: Buffer): Buffer {
-    const prefix = setAadFrame(this.receivePrefix, type, flags & PROCESSING_FLAGS, streamId);
-    const what = `encrypted ${frameTypeName(type)} ${streamId === 0 ? "frame" : "message"} on stream ${streamId}`;
-    return this.processor.open(prefix, payload, what).plaintext;
+  private sealOne(parts: readonly Uint8Array[], size: number, now: number, out: Uint8Array[]): void {
+    setRecordSequence(this.sendAad, this.sendSequence++);
+    sealRecord(this.entry.key, this.entry.idBytes, this.sendAad, parts, size, now, out);
+  }
+
+  /**
+   * Key id and timestamp checks, then the tag, each failing with
+   * UNAUTHENTICATED and the record's sequence number in `data`. No replay
+   * cache: the sequence number in the associated data makes a record
+   * authentic at one place in one connection's stream only.
+   */
+  open(body: Buffer): Buffer {
+    const sequence = this.receiveSequence++;
+    try {
+      return this.openRecord(body, sequence);
+    } catch (error) {
+      // The first record is where a peer that does not speak records (a
+      // plaintext frame after an encrypted handshake) ends up.
+      if (sequence !== 0 || !(error instanceof RpcError)) throw error;
+      throw new RpcError(error.code, `${error.message}; after an encrypted handshake everything must be sent in records`, error.data);
+    }
+  }
+
+  private openRecord(body: Buffer, sequence: number): Buffer {
+    const what = `record ${sequence} from ${this.peer}`;
+    const header = readEnvelopeHeader(body, what);
+    const entry = this.processor.checkHeader(header.keyId, header.timestamp, Date.now(), what, { sequence });
+    const plaintext = openEnvelope(entry.key, setRecordSequence(this.receiveAad, sequence), body, header);
+    if (plaintext === undefined) {
+      throw new RpcError(
+        ErrorCode.UNAUTHENTICATED,
+        `${what} failed authentication: it was altered, replayed, reordered, reflected or taken from another connection, or the sender's key ${JSON.stringify(header.keyId)} is not the same as this side's`,
+        { sequence },
+      );
+    }
+    return plaintext;
   }
 }
 
-/** The associated-data context of the HELLO proof: client to server, HELLO, stream 0, no binding yet. */
-function helloPrefix(): Buffer {
-  return setAadFrame(aadPrefix(Direction.CLIENT_TO_SERVER, ZERO_BINDING), FrameType.HELLO, 0, 0);
+/** The associated-data context of the HELLO proof: client to server, HELLO, flags 0, stream 0, no binding yet. */
+function helloAad(): Buffer {
+  return proofAad(Direction.CLIENT_TO_SERVER, FrameType.HELLO, 0, 0, ZERO_BINDING);
 }
 
-/** The associated-data context of the WELCOME proof: server to client, WELCOME, stream 0, bound to the HELLO. */
-function welcomePrefix(hello: Uint8Array): Buffer {
-  const binding = createHash("sha256").update(hello).digest();
-  return setAadFrame(aadPrefix(Direction.SERVER_TO_CLIENT, binding), FrameType.WELCOME, 0, 0);
+/** The associated-data context of the WELCOME proof: server to client, WELCOME, flags 0, stream 0, bound to the HELLO. */
+function welcomeAad(hello: Uint8Array): Buffer {
+  return proofAad(Direction.SERVER_TO_CLIENT, FrameType.WELCOME, 0, 0, createHash("sha256").update(hello).digest());
 }
 
 function keyRing(keys: unknown): ReadonlyMap<string, KeyEntry> {

@@ -7,7 +7,8 @@ import { MessageAssembler } from "./message-assembler.js";
 import { type CodecLimits, type MsgpackCodec, sharedCodec } from "./msgpack-codec.js";
 import { ErrorCode, RpcError } from "./rpc-error.js";
 import { encodeCredit } from "./credit.js";
-import type { ProcessorChain } from "./processor.js";
+import type { ProcessorChain, RecordTransform } from "./processor.js";
+import { RecordDecoder, type RecordSink } from "./record-decoder.js";
 import { socketErrorReason } from "./socket-error.js";
 import { DEFAULT_STREAM_WINDOW, type Limits, errorFromBody, errorToBody, parseGoaway } from "./wire-messages.js";
 
@@ -96,7 +97,7 @@ type OwnedSocket = Socket & { [kConnection]: Connection };
  * an id that was opened and has closed is ignored (it crossed a CANCEL or a
  * reset on the wire); one for an id never opened is a PROTOCOL_ERROR.
  */
-export class Connection implements FrameSink, KeepaliveHost {
+export class Connection implements FrameSink, RecordSink, KeepaliveHost {
   /** The connection's state; see {@link ConnectionState}. */
   state: ConnectionState = ConnectionState.HANDSHAKE;
   /** Connection id given by the server in WELCOME (empty before). */
@@ -115,7 +116,8 @@ export class Connection implements FrameSink, KeepaliveHost {
   /** GOAWAY we sent: CALLs above this id are refused. */
   goawaySentAt = -1;
   private readonly streams = new Map<number, StreamReceiver>();
-  private readonly decoder: FrameDecoder;
+  /** The peer's frames: from the socket, or, after an encrypted handshake, from the plaintext of its records. */
+  private decoder: FrameDecoder;
   private readonly writer: FrameWriter;
   private readonly assembler: MessageAssembler;
   private readonly keepalive: Keepalive | undefined;
@@ -126,10 +128,18 @@ export class Connection implements FrameSink, KeepaliveHost {
   private drained: Promise<void> | undefined;
   /** A graceful end is under way (see {@link end}). */
   private ending = false;
-  /** The agreed processors; undefined (the fast path) when the handshake agreed on none. */
+  /** The agreed per-message processing (compression); undefined (the fast path) when the handshake agreed on none. */
   private chain: ProcessorChain | undefined;
-  /** Every frame after the handshake must be encrypted. */
-  private mustEncrypt = false;
+  /** The record layer, once an encrypted handshake has completed. */
+  private records: RecordTransform | undefined;
+  /** Reads the peer's records, once the incoming stream has switched to them. */
+  private recordDecoder: RecordDecoder | undefined;
+  /**
+   * Set while the peer's stream has switched to records but this side cannot
+   * open them yet (a server whose async authenticate holds back WELCOME): what
+   * arrived meanwhile, with the socket paused. Undefined otherwise.
+   */
+  private heldRecordBytes: Buffer[] | undefined;
 
   constructor(socket: Socket, owner: ConnectionOwner, options: ConnectionOptions) {
     this.socket = socket;
@@ -201,9 +211,9 @@ export class Connection implements FrameSink, KeepaliveHost {
     return this.state === ConnectionState.OPEN;
   }
 
-  /** Whether the handshake agreed on encryption: every frame after it is sealed, both ways. */
+  /** Whether the handshake agreed on encryption: everything after it travels in sealed records, both ways. */
   get encrypted(): boolean {
-    return this.mustEncrypt;
+    return this.records !== undefined;
   }
 
   /** Whether the handshake agreed on compression. */
@@ -214,8 +224,10 @@ export class Connection implements FrameSink, KeepaliveHost {
   /**
    * Completes the handshake with the peer's limits: frame size and keepalive
    * take effect, and so do the processors the handshake agreed on (`chain`):
-   * every frame sent from now on is processed, and the peer may set the
-   * agreed processing flags (encryption then becomes mandatory both ways).
+   * messages sent from now on are compressed as agreed and the peer may set
+   * COMPRESSED; with encryption, both byte streams are records from here
+   * on. Call it while handling the peer's handshake frame, or after
+   * {@link expectRecords} was called then.
    */
   open(peerLimits: Limits, id?: string, chain?: ProcessorChain): void {
     if (this.state !== ConnectionState.HANDSHAKE) return;
@@ -224,14 +236,55 @@ export class Connection implements FrameSink, KeepaliveHost {
     this.peerLimits = peerLimits;
     if (id !== undefined) this.id = id;
     this.state = ConnectionState.OPEN;
-    if (chain !== undefined) {
-      this.chain = chain;
-      this.mustEncrypt = chain.encrypted;
-      this.decoder.allowedFlags = FrameFlag.FOLLOWS | chain.flags;
-    }
+    if (chain?.records !== undefined) this.startRecords(chain.records);
+    if (chain?.processesMessages === true) this.chain = chain;
+    this.decoder.allowedFlags = FrameFlag.FOLLOWS | (chain?.flags ?? 0);
     this.decoder.maxFrameSize = this.limits.maxFrameSize;
     this.writer.fragmentSize = Math.min(this.fragmentSize, peerLimits.maxFrameSize);
     this.keepalive?.start();
+  }
+
+  /**
+   * Switches the incoming byte stream to records right after the handshake
+   * frame being handled: its FrameDecoder stops there, and the bytes after
+   * it are records. A server calls it as soon as it has accepted an
+   * encrypted HELLO, since the client's records follow it directly, even
+   * when its WELCOME (and the record transform) comes later; records that
+   * arrive before {@link open} are held, with the socket paused. The client
+   * needs no call: open() switches at its WELCOME.
+   */
+  expectRecords(): void {
+    if (this.heldRecordBytes !== undefined || this.recordDecoder !== undefined) return;
+    this.heldRecordBytes = [];
+    this.decoder.handOff();
+  }
+
+  /**
+   * The record layer takes over: every batch the writer flushes is sealed
+   * into records, and the peer's records are opened into a new FrameDecoder.
+   */
+  private startRecords(records: RecordTransform): void {
+    this.expectRecords();
+    this.records = records;
+    this.writer.output = (chunks) => records.seal(chunks);
+    this.decoder = new FrameDecoder(this, { maxFrameSize: this.limits.maxFrameSize });
+    this.recordDecoder = new RecordDecoder(this, { minRecordSize: records.minRecordSize, maxRecordSize: records.maxRecordSize });
+    const held = this.heldRecordBytes as Buffer[];
+    this.heldRecordBytes = undefined;
+    if (held.length === 0) return;
+    // Bytes held while WELCOME waited: read once the caller is done opening
+    // (it announces the connection first), then the socket reads on.
+    queueMicrotask(() => {
+      for (const chunk of held) this.onData(chunk);
+      if (this.state !== ConnectionState.CLOSED) this.socket.resume();
+    });
+  }
+
+  /** Keeps bytes of records that cannot be opened yet, and stops reading more until they can. */
+  private holdRecordBytes(held: Buffer[], bytes: Buffer): void {
+    if (bytes.length === 0) return;
+    held.push(bytes);
+    this.socket.pause();
   }
 
   /** Allocates the next local stream id, or returns -1 when ids are used up. */
@@ -242,7 +295,18 @@ export class Connection implements FrameSink, KeepaliveHost {
     return id;
   }
 
+  /**
+   * Registers a stream's receiving end. On a connection that has closed
+   * meanwhile (a caller handed this connection just before it failed, its
+   * continuation running after), the stream is reset with the close reason
+   * once the caller has finished setting it up, instead of waiting forever.
+   */
   addStream(streamId: number, receiver: StreamReceiver): void {
+    if (this.state === ConnectionState.CLOSED) {
+      const reason = this.closeReason as RpcError;
+      queueMicrotask(() => receiver.onReset(reason));
+      return;
+    }
     this.streams.set(streamId, receiver);
   }
 
@@ -254,10 +318,11 @@ export class Connection implements FrameSink, KeepaliveHost {
   }
 
   /**
-   * Queues one message on a stream, processed (compressed, encrypted) if
-   * the handshake agreed on it and fragmented as needed. Throws
-   * RESOURCE_EXHAUSTED if it exceeds the peer's maxMessageSize, before or
-   * after processing: the peer applies its limit to both.
+   * Queues one message on a stream, compressed if the handshake agreed on
+   * it and fragmented as needed (with encryption, the writer seals its
+   * frames into records when it flushes). Throws RESOURCE_EXHAUSTED if it
+   * exceeds the peer's maxMessageSize, before or after compression: the
+   * peer applies its limit to both.
    */
   send(type: number, streamId: number, payload: Uint8Array, owned = false): void {
     const max = this.peerLimits?.maxMessageSize ?? HANDSHAKE_MAX_FRAME_SIZE;
@@ -437,8 +502,8 @@ export class Connection implements FrameSink, KeepaliveHost {
     if (this.state === ConnectionState.CLOSED) return;
     this.decoder.stop();
     // Stream-0 frames are never fragmented: the ERROR must fit one frame the
-    // peer accepts (64 KiB before the handshake).
-    // After an encrypted handshake it is sealed like every frame, which takes room.
+    // peer accepts (64 KiB before the handshake). After an encrypted
+    // handshake it goes in a record like everything else.
     const max = Math.min(this.peerLimits?.maxFrameSize ?? HANDSHAKE_MAX_FRAME_SIZE, HANDSHAKE_MAX_FRAME_SIZE) - (this.chain?.overhead ?? 0);
     this.sendFrame(FrameType.ERROR, 0, this.errorPayload(error, max));
     this.writer.flush();
@@ -453,9 +518,16 @@ export class Connection implements FrameSink, KeepaliveHost {
     clearTimeout(this.handshakeTimer);
     this.keepalive?.stop();
     this.decoder.stop();
+    this.recordDecoder?.stop();
     this.writer.close();
     this.assembler.clear();
     const socket = this.socket;
+    if (this.heldRecordBytes !== undefined) {
+      // Paused for records that will never be read: read and discard the
+      // rest, so the peer's FIN is seen and the socket closes now.
+      this.heldRecordBytes = undefined;
+      socket.resume();
+    }
     if (!socket.destroyed) {
       socket.end();
       // end() lets the peer read what was flushed; a peer that never closes its side is cut off.
@@ -524,16 +596,36 @@ export class Connection implements FrameSink, KeepaliveHost {
   private onData(chunk: Buffer): void {
     if (this.keepalive !== undefined) this.keepalive.active = true;
     try {
-      this.decoder.push(chunk);
+      if (this.recordDecoder !== undefined) this.recordDecoder.push(chunk);
+      else if (this.heldRecordBytes !== undefined) this.holdRecordBytes(this.heldRecordBytes, chunk);
+      else {
+        const rest = this.decoder.push(chunk);
+        // The handshake frame was the last one in the clear: the rest of the chunk is records.
+        if (rest !== undefined) this.onRecordBytes(rest);
+      }
       // A frame may have completed (or voided) the last CALL being reassembled.
       if (this.state === ConnectionState.DRAINING) this.endIfDrained();
     } catch (error) {
+      // PROTOCOL_ERROR from the frames, UNAUTHENTICATED from the records: the peer's doing.
       this.fail(
-        error instanceof RpcError && error.code === ErrorCode.PROTOCOL_ERROR
+        error instanceof RpcError && (error.code === ErrorCode.PROTOCOL_ERROR || error.code === ErrorCode.UNAUTHENTICATED)
           ? error
           : new RpcError(ErrorCode.INTERNAL, `failed to process frame: ${(error as Error).message}`),
       );
     }
+  }
+
+  /** The bytes after the peer's handshake frame, once the incoming stream has switched to records. */
+  private onRecordBytes(bytes: Buffer): void {
+    if (this.state === ConnectionState.CLOSED) return;
+    if (this.recordDecoder !== undefined) this.recordDecoder.push(bytes);
+    else if (this.heldRecordBytes !== undefined) this.holdRecordBytes(this.heldRecordBytes, bytes);
+  }
+
+  /** One record from the peer: opened (or the connection fails, UNAUTHENTICATED), its plaintext is the next slice of the peer's frames. */
+  onRecord(body: Buffer): void {
+    if (this.state === ConnectionState.CLOSED) return;
+    this.decoder.push((this.records as RecordTransform).open(body));
   }
 
   onFrame(type: number, flags: number, streamId: number, payload: Buffer): void {
@@ -553,15 +645,6 @@ export class Connection implements FrameSink, KeepaliveHost {
         if (!(error instanceof RpcError)) throw error;
         this.fail(error);
       }
-      return;
-    }
-    if (this.mustEncrypt && (flags & FrameFlag.ENCRYPTED) === 0) {
-      this.fail(
-        new RpcError(
-          ErrorCode.UNAUTHENTICATED,
-          `plaintext ${frameTypeName(type)} frame on stream ${streamId}: this connection is encrypted, and every frame after the handshake must be`,
-        ),
-      );
       return;
     }
     if (streamId === 0) {
@@ -682,31 +765,18 @@ export class Connection implements FrameSink, KeepaliveHost {
   }
 
   /**
-   * Undoes the agreed processing of a complete message: decrypts, then
-   * decompresses. A payload that fails authentication fails the connection
-   * (UNAUTHENTICATED); one that cannot be decompressed, or would decompress
-   * past maxMessageSize, fails only its message, as an oversized one does.
-   * Returns undefined when the message is gone.
+   * Undoes the agreed per-message processing of a complete message (it is
+   * flagged COMPRESSED). One that cannot be decompressed, or would
+   * decompress past maxMessageSize, fails only its message, as an oversized
+   * one does. Returns undefined when the message is gone.
    */
   private unprocess(type: number, flags: number, streamId: number, payload: Buffer): Buffer | undefined {
-    const chain = this.chain as ProcessorChain;
-    if ((flags & FrameFlag.ENCRYPTED) !== 0) {
-      try {
-        payload = chain.decrypt(type, flags, streamId, payload);
-      } catch (error) {
-        this.fail(RpcError.from(error, ErrorCode.UNAUTHENTICATED));
-        return undefined;
-      }
+    try {
+      return (this.chain as ProcessorChain).decompress(type, flags, streamId, payload);
+    } catch (error) {
+      this.onOversized(type, streamId, RpcError.from(error, ErrorCode.PROTOCOL_ERROR));
+      return undefined;
     }
-    if ((flags & FrameFlag.COMPRESSED) !== 0) {
-      try {
-        payload = chain.decompress(type, flags, streamId, payload);
-      } catch (error) {
-        this.onOversized(type, streamId, RpcError.from(error, ErrorCode.PROTOCOL_ERROR));
-        return undefined;
-      }
-    }
-    return payload;
   }
 
   private onConnectionFrame(type: number, flags: number, payload: Buffer): void {
@@ -714,11 +784,6 @@ export class Connection implements FrameSink, KeepaliveHost {
       throw new RpcError(ErrorCode.PROTOCOL_ERROR, `${frameTypeName(type)} on stream 0 may not be fragmented`);
     if ((flags & FrameFlag.COMPRESSED) !== 0)
       throw new RpcError(ErrorCode.PROTOCOL_ERROR, `${frameTypeName(type)} on stream 0 may not be compressed`);
-    if (flags !== 0) {
-      const plain = this.unprocess(type, flags, 0, payload);
-      if (plain === undefined) return;
-      payload = plain;
-    }
     switch (type) {
       case FrameType.PING:
         this.sendFrame(FrameType.PONG, 0, payload);

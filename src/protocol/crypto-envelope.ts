@@ -1,18 +1,25 @@
-import { type KeyObject, createCipheriv, createDecipheriv, randomFillSync } from "node:crypto";
+import { type CipherGCM, type KeyObject, createCipheriv, createDecipheriv, randomFillSync } from "node:crypto";
 import { ErrorCode, RpcError } from "./rpc-error.js";
 
 /*
- * The byte layout of an encrypted payload (PROTOCOL.md, "Processors"):
+ * The byte layout of a sealed envelope (PROTOCOL.md, "Processors"):
  *
  *     keyIdLength:u8  keyId[keyIdLength]  nonce[12]  timestamp:u64be  ciphertext  tag[16]
  *
  * sealed with AES-256-GCM under the key named by `keyId`, with a fresh
  * random nonce and the sender's clock (ms since the Unix epoch). The
- * associated data is the 39-byte {@link AAD_PREFIX_SIZE} context (direction,
- * frame type, processing flags, stream id, handshake binding) followed by
- * the envelope's header, everything before the ciphertext: so the frame
- * header, the key id, the nonce and the timestamp are authenticated with
- * the payload.
+ * associated data are a context prefix followed by the envelope's header
+ * (everything before the ciphertext), so the key id, the nonce and the
+ * timestamp are authenticated with the plaintext.
+ *
+ * Two things are envelopes:
+ *
+ * - the handshake proofs (HELLO and WELCOME `processors.crypto`), whose
+ *   prefix is the 39-byte {@link proofAad}: direction, frame type, flags,
+ *   stream id, binding;
+ * - the records that carry everything after an encrypted handshake, each
+ *   preceded on the wire by `recordLength:u32be`, whose prefix is the 41-byte
+ *   {@link recordAad}: direction, sequence number, binding.
  */
 
 /** Size of the random GCM nonce. */
@@ -23,35 +30,57 @@ export const TAG_SIZE = 16;
 export const TIMESTAMP_SIZE = 8;
 /** Size of the handshake binding in the associated data (a SHA-256 digest, or zeros for HELLO). */
 export const BINDING_SIZE = 32;
-/** Size of the associated-data context before the envelope header: direction, type, flags, stream id, binding. */
-export const AAD_PREFIX_SIZE = 7 + BINDING_SIZE;
+/** Size of a handshake proof's associated-data context: direction, type, flags, stream id, binding. */
+export const PROOF_AAD_SIZE = 7 + BINDING_SIZE;
+/** Size of a record's associated-data context: direction, sequence (u64be), binding. */
+export const RECORD_AAD_SIZE = 9 + BINDING_SIZE;
 /** Longest key id, in UTF-8 bytes. */
 export const MAX_KEY_ID_BYTES = 255;
+/** Size of the `recordLength` prefix of a record. */
+export const RECORD_LENGTH_SIZE = 4;
+/** Most plaintext bytes in one record (256 KiB); a larger write batch is split into several records. */
+export const MAX_RECORD_PLAINTEXT = 256 * 1024;
+/** Most bytes an envelope adds to its plaintext: a 255-byte key id. */
+export const MAX_ENVELOPE_OVERHEAD = 1 + MAX_KEY_ID_BYTES + NONCE_SIZE + TIMESTAMP_SIZE + TAG_SIZE;
+/** Largest `recordLength` a receiver accepts. */
+export const MAX_RECORD_SIZE = MAX_RECORD_PLAINTEXT + MAX_ENVELOPE_OVERHEAD;
+/** Smallest `recordLength` that can be a record: a 1-byte key id and no plaintext. */
+export const MIN_RECORD_SIZE = 1 + 1 + NONCE_SIZE + TIMESTAMP_SIZE + TAG_SIZE;
 
-/** Which way a sealed payload travels; part of the associated data, so a payload cannot be reflected back. */
+/** Which way an envelope travels; part of the associated data, so nothing can be reflected back to its sender. */
 export const Direction = {
   CLIENT_TO_SERVER: 0x00,
   SERVER_TO_CLIENT: 0x01,
 } as const;
 
-/** Bytes an envelope adds to a payload sealed under a key id of `keyIdBytes` bytes. */
+/** Bytes an envelope adds to a plaintext sealed under a key id of `keyIdBytes` bytes. */
 export function envelopeOverhead(keyIdBytes: number): number {
   return 1 + keyIdBytes + NONCE_SIZE + TIMESTAMP_SIZE + TAG_SIZE;
 }
 
-/** A new associated-data prefix for one direction and handshake binding; {@link setAadFrame} fills in each frame. */
-export function aadPrefix(direction: number, binding: Uint8Array): Buffer {
-  const prefix = Buffer.alloc(AAD_PREFIX_SIZE);
+/** The associated-data context of a handshake proof: direction, frame type, flags, stream id, binding. */
+export function proofAad(direction: number, type: number, flags: number, streamId: number, binding: Uint8Array): Buffer {
+  const prefix = Buffer.alloc(PROOF_AAD_SIZE);
   prefix[0] = direction;
+  prefix[1] = type;
+  prefix[2] = flags;
+  prefix.writeUInt32BE(streamId, 3);
   prefix.set(binding, 7);
   return prefix;
 }
 
-/** Writes a frame's type, processing flags and stream id into an associated-data prefix. */
-export function setAadFrame(prefix: Buffer, type: number, flags: number, streamId: number): Buffer {
-  prefix[1] = type;
-  prefix[2] = flags;
-  prefix.writeUInt32BE(streamId, 3);
+/** A new record associated-data context for one direction and handshake binding, at sequence 0 ({@link setRecordSequence} moves it on). */
+export function recordAad(direction: number, binding: Uint8Array): Buffer {
+  const prefix = Buffer.alloc(RECORD_AAD_SIZE);
+  prefix[0] = direction;
+  prefix.set(binding, 9);
+  return prefix;
+}
+
+/** Writes a record's sequence number (below 2^53) into its associated-data context. */
+export function setRecordSequence(prefix: Buffer, sequence: number): Buffer {
+  prefix.writeUInt32BE(Math.floor(sequence / 0x1_0000_0000), 1);
+  prefix.writeUInt32BE(sequence >>> 0, 5);
   return prefix;
 }
 
@@ -82,34 +111,110 @@ function fillNonce(target: Buffer, offset: number): void {
 }
 
 /**
- * Seals `plaintext` under `key` (named `keyId`, given as its UTF-8 bytes)
- * with a fresh random nonce and the timestamp `now`. `prefix` is the
- * associated-data context ({@link aadPrefix} with {@link setAadFrame}).
+ * Writes an envelope header (key id, a fresh nonce, the timestamp `now`) at
+ * `out[at]` and returns the cipher that seals the plaintext after it, its
+ * associated data (`prefix` then that header) already given.
  */
-export function sealEnvelope(key: KeyObject, keyId: Uint8Array, prefix: Uint8Array, plaintext: Uint8Array, now: number): Buffer {
+function startCipher(out: Buffer, at: number, key: KeyObject, keyId: Uint8Array, prefix: Uint8Array, now: number): CipherGCM {
   const headerLength = 1 + keyId.length + NONCE_SIZE + TIMESTAMP_SIZE;
-  const out = Buffer.allocUnsafe(headerLength + plaintext.length + TAG_SIZE);
-  out[0] = keyId.length;
-  out.set(keyId, 1);
-  const nonceAt = 1 + keyId.length;
+  out[at] = keyId.length;
+  out.set(keyId, at + 1);
+  const nonceAt = at + 1 + keyId.length;
   fillNonce(out, nonceAt);
   const timeAt = nonceAt + NONCE_SIZE;
   out.writeUInt32BE(Math.floor(now / 0x1_0000_0000), timeAt);
   out.writeUInt32BE(now >>> 0, timeAt + 4);
   const cipher = createCipheriv("aes-256-gcm", key, out.subarray(nonceAt, nonceAt + NONCE_SIZE), { authTagLength: TAG_SIZE });
   cipher.setAAD(prefix);
-  cipher.setAAD(out.subarray(0, headerLength));
-  const body = cipher.update(plaintext);
-  out.set(body, headerLength);
+  cipher.setAAD(out.subarray(at, at + headerLength));
+  return cipher;
+}
+
+/**
+ * Seals the concatenation of `parts` (`length` bytes in all) into one
+ * envelope written at `out[at]`, which has room for it. The parts go
+ * through the cipher one after the other, so a batch of frames is sealed
+ * without being joined first.
+ */
+function sealInto(
+  out: Buffer,
+  at: number,
+  key: KeyObject,
+  keyId: Uint8Array,
+  prefix: Uint8Array,
+  parts: readonly Uint8Array[],
+  length: number,
+  now: number,
+): void {
+  const headerLength = 1 + keyId.length + NONCE_SIZE + TIMESTAMP_SIZE;
+  const cipher = startCipher(out, at, key, keyId, prefix, now);
+  let written = at + headerLength;
+  for (const part of parts) {
+    const body = cipher.update(part);
+    out.set(body, written);
+    written += body.length;
+  }
   const tail = cipher.final();
-  if (tail.length > 0) out.set(tail, headerLength + body.length);
-  out.set(cipher.getAuthTag(), headerLength + plaintext.length);
+  if (tail.length > 0) out.set(tail, written);
+  out.set(cipher.getAuthTag(), at + headerLength + length);
+}
+
+/**
+ * Seals `plaintext` under `key` (named `keyId`, given as its UTF-8 bytes)
+ * with a fresh random nonce and the timestamp `now`. `prefix` is the
+ * associated-data context ({@link proofAad}).
+ */
+export function sealEnvelope(key: KeyObject, keyId: Uint8Array, prefix: Uint8Array, plaintext: Uint8Array, now: number): Buffer {
+  const out = Buffer.allocUnsafe(envelopeOverhead(keyId.length) + plaintext.length);
+  sealInto(out, 0, key, keyId, prefix, [plaintext], plaintext.length, now);
   return out;
+}
+
+/** Records with more plaintext than this go out as several chunks instead of being copied into one buffer. */
+const GATHER_LIMIT = 16 * 1024;
+
+/**
+ * Seals the concatenation of `parts` (`length` bytes in all, at most
+ * {@link MAX_RECORD_PLAINTEXT}) into one record, `recordLength` prefix
+ * included, and appends it to `out`, ready to write: as one buffer when it
+ * is small, and otherwise as the header, the cipher's outputs and the tag,
+ * so that a large record's ciphertext is not copied once more. `prefix` is
+ * the record's associated-data context ({@link recordAad} with its sequence
+ * number set).
+ */
+export function sealRecord(
+  key: KeyObject,
+  keyId: Uint8Array,
+  prefix: Uint8Array,
+  parts: readonly Uint8Array[],
+  length: number,
+  now: number,
+  out: Uint8Array[],
+): void {
+  const bodyLength = envelopeOverhead(keyId.length) + length;
+  if (length <= GATHER_LIMIT) {
+    const record = Buffer.allocUnsafe(RECORD_LENGTH_SIZE + bodyLength);
+    record.writeUInt32BE(bodyLength, 0);
+    sealInto(record, RECORD_LENGTH_SIZE, key, keyId, prefix, parts, length, now);
+    out.push(record);
+    return;
+  }
+  const headerLength = 1 + keyId.length + NONCE_SIZE + TIMESTAMP_SIZE;
+  const head = Buffer.allocUnsafe(RECORD_LENGTH_SIZE + headerLength);
+  head.writeUInt32BE(bodyLength, 0);
+  const cipher = startCipher(head, RECORD_LENGTH_SIZE, key, keyId, prefix, now);
+  out.push(head);
+  for (const part of parts) {
+    const body = cipher.update(part);
+    if (body.length > 0) out.push(body);
+  }
+  const tail = cipher.final();
+  out.push(tail.length === 0 ? cipher.getAuthTag() : Buffer.concat([tail, cipher.getAuthTag()]));
 }
 
 /**
  * Reads an envelope's header without opening it. Throws UNAUTHENTICATED,
- * naming `what`, when the payload is too short to be an envelope.
+ * naming `what`, when the bytes are too short to be an envelope.
  */
 export function readEnvelopeHeader(payload: Uint8Array, what: string): EnvelopeHeader {
   const keyIdLength = payload.length > 0 ? (payload[0] as number) : 0;
@@ -134,9 +239,10 @@ export function readEnvelopeHeader(payload: Uint8Array, what: string): EnvelopeH
 /**
  * Opens an envelope whose header has been read: checks the tag over the
  * associated data (`prefix` then the header) and the ciphertext. Returns
- * the plaintext; throws UNAUTHENTICATED, naming `what`, when the tag does not match.
+ * the plaintext, or undefined when the tag does not match (the caller
+ * words the refusal: what failing means depends on what was sealed).
  */
-export function openEnvelope(key: KeyObject, prefix: Uint8Array, payload: Uint8Array, header: EnvelopeHeader, what: string): Buffer {
+export function openEnvelope(key: KeyObject, prefix: Uint8Array, payload: Uint8Array, header: EnvelopeHeader): Buffer | undefined {
   const bytes = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
   const nonceAt = header.length - NONCE_SIZE - TIMESTAMP_SIZE;
   const tagAt = bytes.length - TAG_SIZE;
@@ -149,9 +255,6 @@ export function openEnvelope(key: KeyObject, prefix: Uint8Array, payload: Uint8A
     const tail = decipher.final();
     return tail.length === 0 ? body : Buffer.concat([body, tail]);
   } catch {
-    throw new RpcError(
-      ErrorCode.UNAUTHENTICATED,
-      `${what} failed authentication: it (or its frame header) was altered, or the sender's key "${header.keyId}" is not the same as this side's`,
-    );
+    return undefined;
   }
 }

@@ -54,6 +54,10 @@ export class FrameDecoder {
   private target: Buffer | null = null;
   private filled = 0;
   private stopped = false;
+  /** Set by {@link handOff}: the bytes after the current frame belong to someone else. */
+  private handingOff = false;
+  /** What {@link handOff} left unparsed, collected for {@link push} to return. */
+  private rest: Buffer[] = [];
 
   constructor(sink: FrameSink, options: FrameDecoderOptions) {
     this.sink = sink;
@@ -76,11 +80,36 @@ export class FrameDecoder {
   }
 
   /**
+   * Called by the sink while it handles a frame: that frame is the last this
+   * decoder delivers, and the {@link push} under way returns the bytes after
+   * it, unparsed. This is how a connection switches to records after an
+   * encrypted handshake: the peer's first record may arrive in the same
+   * socket chunk as its handshake frame.
+   */
+  handOff(): void {
+    this.handingOff = true;
+    this.stopped = true;
+  }
+
+  /**
    * Feeds one chunk. Throws an {@link RpcError} with code PROTOCOL_ERROR on a
    * malformed or oversized header; the decoder is unusable afterwards.
+   * Returns undefined, except in the push during which the sink called
+   * {@link handOff}: then the bytes after the last frame delivered (maybe
+   * none), which this decoder will never look at.
    */
-  push(chunk: Buffer): void {
-    if (this.stopped || chunk.length === 0) return;
+  push(chunk: Buffer): Buffer | undefined {
+    if (this.stopped || chunk.length === 0) return undefined;
+    this.deliver(chunk);
+    if (!this.handingOff) return undefined;
+    this.handingOff = false;
+    const rest = this.rest;
+    this.rest = [];
+    this.stop();
+    return rest.length === 1 ? (rest[0] as Buffer) : Buffer.concat(rest);
+  }
+
+  private deliver(chunk: Buffer): void {
     if (this.target !== null) {
       const need = this.length - this.filled;
       if (chunk.length < need) {
@@ -95,6 +124,10 @@ export class FrameDecoder {
       this.sink.onFrame(this.type, this.flags, this.streamId, payload);
       if (chunk.length === need) return;
       chunk = chunk.subarray(need);
+      if (this.handingOff) {
+        this.rest.push(chunk);
+        return;
+      }
     }
     if (this.buffered === 0) this.parseChunk(chunk);
     else {
@@ -120,10 +153,13 @@ export class FrameDecoder {
       this.state = STATE_HEADER;
       this.sink.onFrame(this.type, this.flags, this.streamId, payload);
     }
-    if (offset < end && !this.stopped) {
-      this.parts.push(offset === 0 ? chunk : chunk.subarray(offset));
-      this.buffered = end - offset;
-      this.spillIfFragmented();
+    if (offset < end) {
+      if (this.handingOff) this.rest.push(chunk.subarray(offset));
+      else if (!this.stopped) {
+        this.parts.push(offset === 0 ? chunk : chunk.subarray(offset));
+        this.buffered = end - offset;
+        this.spillIfFragmented();
+      }
     }
   }
 
@@ -140,6 +176,10 @@ export class FrameDecoder {
       const payload = this.length === 0 ? EMPTY : this.take(this.length);
       this.state = STATE_HEADER;
       this.sink.onFrame(this.type, this.flags, this.streamId, payload);
+      if (this.handingOff) {
+        this.rest.push(...this.parts);
+        return;
+      }
       if (this.buffered === 0) return;
     }
   }
@@ -173,7 +213,12 @@ export class FrameDecoder {
     }
     if ((flags & ~this.allowedFlags) !== 0) {
       // A defined processing bit the handshake did not agree on is as unknown to this connection as an undefined one.
-      const known = (flags & ~KNOWN_FLAGS) === 0 ? " (a processing flag this connection did not negotiate)" : "";
+      const known =
+        (flags & ~KNOWN_FLAGS) !== 0
+          ? ""
+          : (flags & ~this.allowedFlags & FrameFlag.ENCRYPTED) !== 0
+            ? " (ENCRYPTED is set on no frame: encryption is the record layer around the frames)"
+            : " (a processing flag this connection did not negotiate)";
       throw this.fail(`unknown flags 0x${flags.toString(16)} on ${frameTypeName(type)} frame, stream ${streamId}${known}`);
     }
     if (length > this.maxFrameSize) {

@@ -43,24 +43,27 @@ export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 export const MAX_FRAME_TYPE = FrameType.GOAWAY;
 
 /**
- * Header flag bits (byte 5). Unknown bits are a protocol error, and so are
- * the processing bits (ENCRYPTED, COMPRESSED) on a connection whose
- * handshake did not negotiate them.
+ * Header flag bits (byte 5). Unknown bits are a protocol error, and so is
+ * COMPRESSED on a connection whose handshake did not negotiate compression.
  */
 export const FrameFlag = {
   /** More fragments of the same message follow on this stream. */
   FOLLOWS: 0x01,
-  /** The payload is sealed by the crypto processor (AES-256-GCM); PROTOCOL.md, "Processors". */
+  /**
+   * Reserved, and set on no frame: encryption is not a frame property but
+   * the record layer around the frames (PROTOCOL.md, "Processors"). A frame
+   * carrying it is a protocol error, as an unnegotiated processing flag.
+   */
   ENCRYPTED: 0x02,
   /** The payload is compressed (raw DEFLATE) by the compression processor. */
   COMPRESSED: 0x04,
 } as const;
 
-/** Every flag bit this version defines. */
+/** Every flag bit this version defines (ENCRYPTED as reserved). */
 export const KNOWN_FLAGS = FrameFlag.FOLLOWS | FrameFlag.ENCRYPTED | FrameFlag.COMPRESSED;
 
 /** The flag bits that say how a payload was processed; every fragment of a message carries the same. */
-export const PROCESSING_FLAGS = FrameFlag.ENCRYPTED | FrameFlag.COMPRESSED;
+export const PROCESSING_FLAGS = FrameFlag.COMPRESSED;
 
 /** The largest stream id; a side that runs out opens a new connection. */
 export const MAX_STREAM_ID = 0xffff_ffff;

@@ -1,7 +1,8 @@
 export { RpcError, ErrorCode, isErrorCode } from "./rpc-error.js";
 export { FRAME_HEADER_SIZE, FrameType, FrameFlag, MAX_STREAM_ID, frameTypeName, writeFrameHeader } from "./frame.js";
 export { FrameDecoder, type FrameSink, type FrameDecoderOptions } from "./frame-decoder.js";
-export { FrameWriter, type FrameSocket, type FrameWriterOptions } from "./frame-writer.js";
+export { FrameWriter, type FrameSocket, type FrameWriterOptions, type WriterOutput } from "./frame-writer.js";
+export { RecordDecoder, type RecordSink, type RecordDecoderOptions } from "./record-decoder.js";
 export { MessageAssembler, type MessageAssemblerOptions } from "./message-assembler.js";
 export { MsgpackCodec, EXT_BIGINT, type CodecLimits } from "./msgpack-codec.js";
 export {
@@ -26,7 +27,7 @@ export {
 } from "./connection.js";
 export { Keepalive, DEFAULT_KEEPALIVE, type KeepaliveOptions } from "./keepalive.js";
 export { parseEndpoint, formatEndpoint, type Endpoint } from "./endpoint.js";
-export type { Processor, ProcessorKind, ProcessorOffer, ProcessorAgreement, PayloadTransform } from "./processor.js";
+export type { Processor, ProcessorKind, ProcessorOffer, ProcessorAgreement, PayloadTransform, RecordTransform } from "./processor.js";
 export { CallKind, DEFAULT_STREAM_WINDOW } from "./wire-messages.js";
 export { Channel, type ChannelClose, type ChannelTransport } from "./channel.js";
 export { InboundStream, type InboundHost } from "./inbound-stream.js";

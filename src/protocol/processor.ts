@@ -4,19 +4,25 @@ import { ErrorCode, RpcError } from "./rpc-error.js";
 import type { Metadata } from "./wire-messages.js";
 
 /**
- * Processors transform message payloads on the way out and back on the way
- * in, on both ends of a connection whose handshake agreed on them
- * (PROTOCOL.md, "Processors"). There are two kinds, at most one of each per
- * side; their names are also their keys in the HELLO and WELCOME
- * `processors` maps. Whatever order they are configured in, the wire order
- * is fixed: compression runs first and encryption last when sending, the
- * reverse when receiving (compressing ciphertext would gain nothing).
+ * Processors change what a connection carries, on both ends of a connection
+ * whose handshake agreed on them (PROTOCOL.md, "Processors"). There are two
+ * kinds, at most one of each per side; their names are also their keys in
+ * the HELLO and WELCOME `processors` maps:
+ *
+ * - compression works per message ({@link PayloadTransform}): a payload is
+ *   compressed before it is fragmented into frames, and flagged COMPRESSED;
+ * - crypto works per connection ({@link RecordTransform}): after the
+ *   handshake each direction's byte stream of frames is cut into sealed
+ *   records.
+ *
+ * So whatever order they are configured in, a message is compressed first
+ * and then travels encrypted (compressing ciphertext would gain nothing).
  */
 export type ProcessorKind = "compression" | "crypto";
 
-/** One connection's transform, made by a processor once the handshake agreed on it. */
+/** One connection's per-message transform (compression), made by a processor once the handshake agreed on it. */
 export interface PayloadTransform {
-  /** The frame flag bit marking payloads it transformed ({@link FrameFlag.ENCRYPTED} or {@link FrameFlag.COMPRESSED}). */
+  /** The frame flag bit marking payloads it transformed ({@link FrameFlag.COMPRESSED}). */
   readonly flag: number;
   /** Most bytes it adds to a payload; 0 for one that only ever shrinks payloads. */
   readonly overhead: number;
@@ -28,6 +34,33 @@ export interface PayloadTransform {
   encode(type: number, flags: number, streamId: number, payload: Uint8Array): Uint8Array | undefined;
   /** Reverses {@link encode} on a received payload whose frame carried `flags`; throws an RpcError when it cannot. */
   decode(type: number, flags: number, streamId: number, payload: Buffer): Buffer;
+}
+
+/**
+ * One connection's record layer (crypto), made once the handshake agreed
+ * on it. From its switch point on, each direction's bytes are a sequence of
+ * records, `recordLength:u32be` then a sealed body, whose plaintexts joined
+ * are that direction's frames. The transform numbers the records it seals
+ * and opens itself: they must be sealed, sent, received and opened in order.
+ */
+export interface RecordTransform {
+  /** Smallest `recordLength` that can be a record. */
+  readonly minRecordSize: number;
+  /** Largest `recordLength` the peer may send; a longer one is refused before it is buffered. */
+  readonly maxRecordSize: number;
+  /**
+   * Seals a write batch, `chunks` of outgoing frame bytes in order, into
+   * records (several when the batch is large), each with its length prefix.
+   * Returns the bytes to write, in order; a large record may come as
+   * several chunks (its ciphertext is not copied into one buffer).
+   */
+  seal(chunks: readonly Uint8Array[]): Uint8Array[];
+  /**
+   * Opens the next record received, given its body (the bytes after its
+   * length prefix); returns its plaintext, the next slice of the peer's
+   * frames. Throws an RpcError (UNAUTHENTICATED) when it is not authentic.
+   */
+  open(body: Buffer): Buffer;
 }
 
 /** What a processor's transform may depend on, known once both handshake frames have passed. */
@@ -57,14 +90,14 @@ export interface ProcessorAgreement {
   readonly answer?: unknown;
   /** Server side: the connection metadata the offer carried sealed. */
   readonly metadata?: Metadata;
-  /** Makes the connection's transform once both handshake payloads are known. */
-  start(transcript: Transcript): PayloadTransform;
+  /** Makes the connection's transform once both handshake payloads are known: a record transform for crypto, a payload transform for compression. */
+  start(transcript: Transcript): PayloadTransform | RecordTransform;
 }
 
 /**
  * A processor as configured on a server or client (`processors: [crypto(...),
  * compression(...)]`): it takes part in the handshake and makes each
- * connection's {@link PayloadTransform}. Built-in: `crypto()` and
+ * connection's {@link PayloadTransform} or {@link RecordTransform}. Built-in: `crypto()` and
  * `compression()` from `rapt/plugin`.
  */
 export interface Processor {
@@ -198,47 +231,56 @@ export function confirmProcessors(
   return agreements;
 }
 
+/**
+ * Whether the agreements turn the byte streams into records after the
+ * handshake (crypto does). The server needs to know as soon as it has
+ * accepted the HELLO: the client's records follow it directly.
+ */
+export function agreesOnRecords(agreements: readonly ProcessorAgreement[]): boolean {
+  return agreements.some((agreement) => agreement.kind === "crypto");
+}
+
 /** Starts the agreed processors on a connection; undefined when none was agreed (the fast path). */
 export function startProcessors(agreements: readonly ProcessorAgreement[], transcript: Transcript): ProcessorChain | undefined {
   if (agreements.length === 0) return undefined;
   let compression: PayloadTransform | undefined;
-  let crypto: PayloadTransform | undefined;
+  let records: RecordTransform | undefined;
   for (const agreement of agreements) {
     const transform = agreement.start(transcript);
-    if (transform.flag === FrameFlag.COMPRESSED) compression = transform;
-    else if (transform.flag === FrameFlag.ENCRYPTED) crypto = transform;
-    else
-      throw new RpcError(
-        ErrorCode.INTERNAL,
-        `the ${agreement.kind} processor made a transform with unknown flag 0x${transform.flag.toString(16)}`,
-      );
+    if (agreement.kind === "crypto" && "seal" in transform) records = transform;
+    else if (agreement.kind === "compression" && "flag" in transform && transform.flag === FrameFlag.COMPRESSED) compression = transform;
+    else throw new RpcError(ErrorCode.INTERNAL, `the ${agreement.kind} processor made a transform of the wrong kind`);
   }
-  return new ProcessorChain(compression, crypto);
+  return new ProcessorChain(compression, records);
 }
 
 /**
- * One connection's agreed transforms in their wire order: on the way out
- * compress, then encrypt; on the way in decrypt, then decompress. A
- * connection without processors has no chain at all.
+ * One connection's agreed processing: the per-message compression (on the
+ * way out compress, on the way in decompress) and the record layer that
+ * encrypts everything after the handshake. A connection without processors
+ * has no chain at all.
  */
 export class ProcessorChain {
-  /** The processing flag bits agreed on: the only ones the peer may set. */
+  /** The processing flag bits agreed on (COMPRESSED or none): the only ones the peer may set. */
   readonly flags: number;
-  /** Whether every frame after the handshake must be encrypted. */
-  readonly encrypted: boolean;
-  /** Most bytes processing adds to a payload. */
+  /** Most bytes per-message processing adds to a payload. */
   readonly overhead: number;
+  /** The record layer, when the handshake agreed on encryption. */
+  readonly records: RecordTransform | undefined;
   /** The processing flags of the payload the last {@link encode} returned. */
   lastFlags = 0;
   private readonly compression: PayloadTransform | undefined;
-  private readonly crypto: PayloadTransform | undefined;
 
-  constructor(compression: PayloadTransform | undefined, crypto: PayloadTransform | undefined) {
+  constructor(compression: PayloadTransform | undefined, records: RecordTransform | undefined) {
     this.compression = compression;
-    this.crypto = crypto;
-    this.flags = (compression === undefined ? 0 : FrameFlag.COMPRESSED) | (crypto === undefined ? 0 : FrameFlag.ENCRYPTED);
-    this.encrypted = crypto !== undefined;
-    this.overhead = (compression?.overhead ?? 0) + (crypto?.overhead ?? 0);
+    this.records = records;
+    this.flags = compression === undefined ? 0 : FrameFlag.COMPRESSED;
+    this.overhead = compression?.overhead ?? 0;
+  }
+
+  /** Whether messages are processed one by one (compression): a connection without it takes the unprocessed fast paths. */
+  get processesMessages(): boolean {
+    return this.compression !== undefined;
   }
 
   /**
@@ -255,18 +297,8 @@ export class ProcessorChain {
         flags = FrameFlag.COMPRESSED;
       }
     }
-    if (this.crypto !== undefined) {
-      flags |= FrameFlag.ENCRYPTED;
-      payload = this.crypto.encode(type, flags, streamId, payload) as Uint8Array;
-    }
     this.lastFlags = flags;
     return payload;
-  }
-
-  /** Opens a received payload flagged ENCRYPTED. Throws UNAUTHENTICATED (or RESOURCE_EXHAUSTED for a full replay cache). */
-  decrypt(type: number, flags: number, streamId: number, payload: Buffer): Buffer {
-    if (this.crypto === undefined) throw new RpcError(ErrorCode.PROTOCOL_ERROR, "ENCRYPTED flag on a connection without crypto");
-    return this.crypto.decode(type, flags, streamId, payload);
   }
 
   /** Inflates a received payload flagged COMPRESSED. Throws RESOURCE_EXHAUSTED past maxMessageSize, PROTOCOL_ERROR when malformed. */

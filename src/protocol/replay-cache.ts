@@ -9,14 +9,15 @@ export interface ReplayCacheOptions {
 }
 
 /**
- * The nonces of authenticated messages seen within the timestamp window,
- * with bounded memory. A message is only valid while its timestamp is
- * within ±`windowMs` of the receiver's clock, so its nonce need only be
- * remembered until `timestamp + windowMs`; after that the timestamp check
- * rejects a replay on its own. Entries are grouped in one-second buckets by
- * that expiry and dropped a bucket at a time, so eviction costs nothing per
- * message. When `maxEntries` live nonces are held, {@link remember} throws
- * RESOURCE_EXHAUSTED rather than grow.
+ * The nonces of authenticated handshake proofs seen within the timestamp
+ * window (one per encrypted connection: records need none, their sequence
+ * numbers stop replays), with bounded memory. A proof is only valid while
+ * its timestamp is within ±`windowMs` of the receiver's clock, so its nonce
+ * need only be remembered until `timestamp + windowMs`; after that the
+ * timestamp check rejects a replay on its own. Entries are grouped in
+ * one-second buckets by that expiry and dropped a bucket at a time, so
+ * eviction costs nothing per entry. When `maxEntries` live nonces are held,
+ * {@link remember} throws RESOURCE_EXHAUSTED rather than grow.
  */
 export class ReplayCache {
   private readonly options: ReplayCacheOptions;
@@ -50,7 +51,7 @@ export class ReplayCache {
     if (this.seen.size >= this.options.maxEntries) {
       throw new RpcError(
         ErrorCode.RESOURCE_EXHAUSTED,
-        `replay cache is full: ${this.options.maxEntries} nonces seen within the ${this.options.windowMs} ms timestamp window; the message is refused`,
+        `replay cache is full: ${this.options.maxEntries} nonces seen within the ${this.options.windowMs} ms timestamp window; the handshake is refused`,
         { limit: this.options.maxEntries },
       );
     }

@@ -8,7 +8,7 @@ import {
   HANDSHAKE_MAX_FRAME_SIZE,
 } from "../protocol/connection.js";
 import { FrameType, frameTypeName } from "../protocol/frame.js";
-import { type Processor, acceptProcessors, startProcessors } from "../protocol/processor.js";
+import { type Processor, acceptProcessors, agreesOnRecords, startProcessors } from "../protocol/processor.js";
 import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
 import { type Metadata, PROTOCOL_VERSION, SUPPORTED_VERSIONS, type Welcome, errorToBody, parseHello } from "../protocol/wire-messages.js";
 import type { ConnectionInfo, PeerInfo } from "./call-context.js";
@@ -181,6 +181,9 @@ export class ServerConnection implements ConnectionOwner, DispatchHost {
       connection.codec,
       hello.metadata !== undefined && hello.metadata !== null,
     );
+    // With encryption, the client's next bytes are records (sealed under the
+    // binding of a WELCOME that may still wait for authenticate).
+    if (agreesOnRecords(accepted.agreements)) connection.expectRecords();
     this.connectionMetadata = accepted.metadata ?? hello.metadata ?? EMPTY;
     const id = randomUUID();
     this.createState(id);
@@ -217,7 +220,7 @@ export class ServerConnection implements ConnectionOwner, DispatchHost {
     const welcome: Welcome = { version: PROTOCOL_VERSION, connectionId: id, limits: connection.limits };
     if (keepalive !== false) welcome.keepaliveInterval = keepalive.interval;
     if (accepted.answers !== undefined) welcome.processors = accepted.answers;
-    // WELCOME goes out unprocessed; everything after it is processed as agreed.
+    // WELCOME goes out in the clear; with encryption, everything after it in records.
     const sent = connection.sendHandshake(FrameType.WELCOME, welcome);
     const chain = startProcessors(accepted.agreements, {
       role: "server",

@@ -1,40 +1,47 @@
 /**
- * A TCP proxy for loopback tests that sees every frame between a client and
- * a server: it records them in both directions and may rewrite those going
- * to the server (to flip a bit). It forwards whole frames only. No tests
- * here.
+ * A TCP proxy for loopback tests that sees every unit relayed between a
+ * client and a server, in both directions: the frames of a plaintext
+ * connection, and on an encrypted one the HELLO and WELCOME frames and then
+ * the records (PROTOCOL.md §13.3), which it can delimit by their length
+ * but not read. It records them and may rewrite or drop those going to the
+ * server (to flip a bit, replay, reorder). It forwards whole units only.
+ * No tests here.
  */
 import { type Server as NetServer, type Socket, connect, createServer } from "node:net";
-import { FRAME_HEADER_SIZE } from "../../src/protocol/frame.js";
+import { decode } from "@msgpack/msgpack";
+import { FRAME_HEADER_SIZE, FrameType } from "../../src/protocol/frame.js";
 import type { RawFrame } from "./helpers.js";
 
-/** One direction's frames, as raw bytes (header and payload) and parsed. */
+/** One plaintext frame relayed, as raw bytes (header and payload) and parsed. */
 export interface Recorded {
   bytes: Buffer;
   frame: RawFrame;
+  /** Which relayed connection it belongs to, from 0. */
+  connection: number;
+}
+
+/** One record relayed: its bytes, length prefix included. */
+export interface RecordedRecord {
+  bytes: Buffer;
+  connection: number;
+}
+
+/** What a unit going to the server is, for {@link FrameProxyOptions.toServer}. */
+export interface UnitInfo {
+  /** Counts the units of its connection to the server from 0 (the HELLO); records count on after it. */
+  index: number;
+  kind: "frame" | "record";
+  connection: number;
 }
 
 /** Options of a {@link FrameProxy}. */
 export interface FrameProxyOptions {
   /**
-   * Rewrites a frame going to the server (header and payload, as bytes);
-   * `index` counts the frames of its connection from 0 (the HELLO).
+   * Rewrites a unit going to the server (a frame's header and payload, or a
+   * whole record): returns the bytes to forward instead (several units
+   * joined, or none to drop it).
    */
-  toServer?: (bytes: Buffer, index: number) => Buffer;
-}
-
-/** Splits complete frames off the front of `buffer`; returns them and the rest. */
-function splitFrames(buffer: Buffer): { frames: Buffer[]; rest: Buffer } {
-  const frames: Buffer[] = [];
-  let offset = 0;
-  for (let i = 0; i < 100_000; i++) {
-    if (buffer.length - offset < FRAME_HEADER_SIZE) break;
-    const length = buffer.readUInt32BE(offset);
-    if (buffer.length - offset < FRAME_HEADER_SIZE + length) break;
-    frames.push(Buffer.from(buffer.subarray(offset, offset + FRAME_HEADER_SIZE + length)));
-    offset += FRAME_HEADER_SIZE + length;
-  }
-  return { frames, rest: Buffer.from(buffer.subarray(offset)) };
+  toServer?: (bytes: Buffer, unit: UnitInfo) => Buffer;
 }
 
 /** Parses one frame's bytes. */
@@ -47,14 +54,67 @@ export function parseFrame(bytes: Buffer): RawFrame {
   };
 }
 
+/**
+ * One direction of a relayed connection: splits its bytes into frames until
+ * the switch (if any), records after it.
+ */
+class Splitter {
+  private buffer = Buffer.alloc(0);
+  /** "frames" until the handshake frame; then "hold" while it is unknown whether records follow. */
+  mode: "frames" | "hold" | "records" = "frames";
+  private readonly onUnit: (bytes: Buffer, kind: "frame" | "record") => void;
+  /** Called with the first frame; returns the mode that follows it. */
+  private readonly afterFirst: (frame: RawFrame) => "frames" | "hold" | "records";
+  private first = true;
+
+  constructor(onUnit: (bytes: Buffer, kind: "frame" | "record") => void, afterFirst: (frame: RawFrame) => "frames" | "hold" | "records") {
+    this.onUnit = onUnit;
+    this.afterFirst = afterFirst;
+  }
+
+  push(chunk: Buffer): void {
+    this.buffer = Buffer.concat([this.buffer, chunk]);
+    this.drain();
+  }
+
+  /** Ends a "hold": what follows the first frame is `mode`. */
+  decide(mode: "frames" | "records"): void {
+    if (this.mode !== "hold") return;
+    this.mode = mode;
+    this.drain();
+  }
+
+  private drain(): void {
+    for (let i = 0; i < 100_000 && this.mode !== "hold"; i++) {
+      const header = this.mode === "frames" ? FRAME_HEADER_SIZE : 4;
+      if (this.buffer.length < header) return;
+      const size = header + this.buffer.readUInt32BE(0);
+      if (this.buffer.length < size) return;
+      const bytes = Buffer.from(this.buffer.subarray(0, size));
+      this.buffer = this.buffer.subarray(size);
+      const kind = this.mode === "frames" ? "frame" : "record";
+      if (this.first) {
+        this.first = false;
+        this.mode = this.afterFirst(parseFrame(bytes));
+      }
+      this.onUnit(bytes, kind);
+    }
+  }
+}
+
 /** A recording (and optionally tampering) proxy in front of `127.0.0.1:targetPort`. */
 export class FrameProxy {
-  /** Frames sent by clients, in arrival order (before any rewrite). */
+  /** Plaintext frames sent by clients, in arrival order (before any rewrite). */
   readonly toServer: Recorded[] = [];
-  /** Frames sent by the server. */
+  /** Plaintext frames sent by the server. */
   readonly toClient: Recorded[] = [];
+  /** Records sent by clients after an encrypted handshake (before any rewrite). */
+  readonly recordsToServer: RecordedRecord[] = [];
+  /** Records sent by the server after an encrypted handshake. */
+  readonly recordsToClient: RecordedRecord[] = [];
   private readonly server: NetServer;
   private readonly sockets = new Set<Socket>();
+  private connections = 0;
   readonly port: number;
 
   private constructor(server: NetServer, port: number) {
@@ -79,7 +139,13 @@ export class FrameProxy {
     return `127.0.0.1:${this.port}`;
   }
 
+  /** Every byte relayed, all connections, both ways (grouped by kind and direction, not in arrival order). */
+  wireBytes(): Buffer {
+    return Buffer.concat([...this.toServer, ...this.recordsToServer, ...this.toClient, ...this.recordsToClient].map((r) => r.bytes));
+  }
+
   private relay(client: Socket, targetPort: number, options: FrameProxyOptions): void {
+    const connection = this.connections++;
     const upstream = connect({ host: "127.0.0.1", port: targetPort });
     for (const socket of [client, upstream]) {
       this.sockets.add(socket);
@@ -90,26 +156,34 @@ export class FrameProxy {
         upstream.destroy();
       });
     }
-    let up: Buffer = Buffer.alloc(0);
     let index = 0;
-    client.on("data", (chunk: Buffer) => {
-      const split = splitFrames(Buffer.concat([up, chunk]));
-      up = split.rest;
-      for (const bytes of split.frames) {
-        this.toServer.push({ bytes, frame: parseFrame(bytes) });
-        upstream.write(options.toServer === undefined ? bytes : options.toServer(Buffer.from(bytes), index));
+    // The client's stream is records after its HELLO if the server's WELCOME
+    // accepts encryption: hold it until the WELCOME (or a refusal) is seen.
+    const up = new Splitter(
+      (bytes, kind) => {
+        if (kind === "frame") this.toServer.push({ bytes, frame: parseFrame(bytes), connection });
+        else this.recordsToServer.push({ bytes, connection });
+        upstream.write(options.toServer === undefined ? bytes : options.toServer(Buffer.from(bytes), { index, kind, connection }));
         index++;
-      }
-    });
-    let down: Buffer = Buffer.alloc(0);
-    upstream.on("data", (chunk: Buffer) => {
-      const split = splitFrames(Buffer.concat([down, chunk]));
-      down = split.rest;
-      for (const bytes of split.frames) {
-        this.toClient.push({ bytes, frame: parseFrame(bytes) });
+      },
+      () => "hold",
+    );
+    const down = new Splitter(
+      (bytes, kind) => {
+        if (kind === "frame") this.toClient.push({ bytes, frame: parseFrame(bytes), connection });
+        else this.recordsToClient.push({ bytes, connection });
         client.write(bytes);
-      }
-    });
+      },
+      (first) => {
+        const encrypted =
+          first.type === FrameType.WELCOME &&
+          (decode(first.payload) as { processors?: { crypto?: unknown } }).processors?.crypto !== undefined;
+        up.decide(encrypted ? "records" : "frames");
+        return encrypted ? "records" : "frames";
+      },
+    );
+    client.on("data", (chunk: Buffer) => up.push(chunk));
+    upstream.on("data", (chunk: Buffer) => down.push(chunk));
     client.on("end", () => upstream.end());
     upstream.on("end", () => client.end());
   }

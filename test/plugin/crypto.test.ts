@@ -1,12 +1,11 @@
 import assert from "node:assert/strict";
-import { createSecretKey, randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
 import { describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
 import { Client } from "../../src/client/index.js";
 import { compression, crypto } from "../../src/plugin/index.js";
-import { Direction, aadPrefix, openEnvelope, readEnvelopeHeader, setAadFrame } from "../../src/protocol/crypto-envelope.js";
-import { FrameFlag, FrameType } from "../../src/protocol/frame.js";
+import { MAX_RECORD_PLAINTEXT, MAX_RECORD_SIZE } from "../../src/protocol/crypto-envelope.js";
+import { MsgpackCodec } from "../../src/protocol/msgpack-codec.js";
+import type { RecordTransform } from "../../src/protocol/processor.js";
 import { ReplayCache } from "../../src/protocol/replay-cache.js";
 import { ErrorCode, RpcError, Server } from "../../src/server/index.js";
 
@@ -119,30 +118,132 @@ describe("ReplayCache", () => {
   });
 });
 
-describe("the sealed CALL of PROTOCOL.md §13.7", () => {
-  it("opens to the CALL of §11.3 with the documented key, nonce, timestamp and binding", () => {
-    const doc = readFileSync(fileURLToPath(new URL("../../../PROTOCOL.md", import.meta.url)), "utf8");
-    const section = doc.slice(doc.indexOf("### 13.7"));
-    const dump = /```\n([\s\S]*?)```/.exec(section)?.[1] ?? "";
-    const hex = dump
-      .split("\n")
-      .map((line) => line.slice(10, 58).replace(/ /g, ""))
-      .join("");
-    const bytes = Buffer.from(hex, "hex");
-    assert.equal(bytes.length, 66, "the dump holds the 10-byte header and 56 bytes of payload");
-    assert.deepEqual([bytes.readUInt32BE(0), bytes[4], bytes[5], bytes.readUInt32BE(6)], [56, FrameType.CALL, FrameFlag.ENCRYPTED, 1]);
-    const payload = bytes.subarray(10);
-    const header = readEnvelopeHeader(payload, "the example");
-    assert.deepEqual([header.keyId, header.timestamp, header.length], ["k1", 1_767_225_600_000, 23]);
-    const key = createSecretKey(Buffer.from(Array.from({ length: 32 }, (_, i) => i)));
-    const prefix = setAadFrame(aadPrefix(Direction.CLIENT_TO_SERVER, Buffer.alloc(32, 0xab)), FrameType.CALL, FrameFlag.ENCRYPTED, 1);
-    const plaintext = openEnvelope(key, prefix, payload, header, "the example");
-    assert.equal(plaintext.toString("hex"), "0000000a91a863616c632e616464920102");
-    // The same bytes under another binding (another connection) do not open.
-    const elsewhere = setAadFrame(aadPrefix(Direction.CLIENT_TO_SERVER, Buffer.alloc(32, 0xac)), FrameType.CALL, FrameFlag.ENCRYPTED, 1);
+/** Both ends of one encrypted connection's record layer, made through the processor API as a handshake would. */
+function recordPair(
+  keys: Record<string, Uint8Array> = { k1: randomBytes(32) },
+  welcomeText = "the WELCOME payload",
+): { client: RecordTransform; server: RecordTransform; serverProcessor: ReturnType<typeof crypto> } {
+  const codec = new MsgpackCodec();
+  const clientProcessor = crypto({ keys });
+  const serverProcessor = crypto({ keys });
+  const hello = Buffer.from("the HELLO payload");
+  const welcome = Buffer.from(welcomeText);
+  const agreement = serverProcessor.accept(clientProcessor.offer(undefined, codec).value, hello, codec);
+  assert.ok(agreement !== undefined);
+  const confirmed = clientProcessor.confirm(agreement.answer, hello);
+  assert.ok(confirmed !== undefined);
+  const transcript = { hello, welcome, maxMessageSize: 1 << 20 };
+  return {
+    client: confirmed.start({ ...transcript, role: "client" }) as RecordTransform,
+    server: agreement.start({ ...transcript, role: "server" }) as RecordTransform,
+    serverProcessor,
+  };
+}
+
+/** The bodies of the records that `chunks` (what seal() returned, to be written in order) hold, length prefixes checked and stripped. */
+function bodies(chunks: readonly Uint8Array[]): Buffer[] {
+  let bytes = Buffer.concat(chunks);
+  const out: Buffer[] = [];
+  for (let i = 0; i < 1000 && bytes.length > 0; i++) {
+    const length = bytes.readUInt32BE(0);
+    assert.ok(bytes.length >= 4 + length, "whole records only");
+    out.push(bytes.subarray(4, 4 + length));
+    bytes = bytes.subarray(4 + length);
+  }
+  return out;
+}
+
+function unauthenticated(message: RegExp): (error: unknown) => boolean {
+  return (error: unknown) => {
+    assert.ok(error instanceof RpcError, `expected an RpcError, got ${String(error)}`);
+    assert.equal(error.code, ErrorCode.UNAUTHENTICATED);
+    assert.match(error.message, message);
+    return true;
+  };
+}
+
+describe("the crypto record layer", () => {
+  it("seals a write batch of several chunks into one record, and opens it to the same bytes", () => {
+    const { client, server } = recordPair();
+    const chunks = [Buffer.from("frame one"), Buffer.from("frame two"), Buffer.alloc(0), Buffer.from("three")];
+    const records = client.seal(chunks);
+    assert.equal(records.length, 1, "a small record comes as one buffer");
+    assert.equal((records[0] as Uint8Array).length, 4 + 1 + 2 + 12 + 8 + 23 + 16, "length, envelope header, plaintext, tag");
+    assert.equal(server.open(bodies(records)[0] as Buffer).toString(), "frame oneframe twothree");
+    assert.deepEqual(client.seal([]), [], "an empty batch makes no record");
+  });
+
+  it("cuts a batch past 256 KiB into several records, a chunk straddling the cut going into both", () => {
+    const { client, server } = recordPair();
+    const chunks = [randomBytes(200 * 1024), randomBytes(300 * 1024), randomBytes(100)];
+    const records = bodies(client.seal(chunks));
+    assert.equal(records.length, 2);
+    const plaintexts = records.map((body) => server.open(body));
+    assert.deepEqual(
+      plaintexts.map((p) => p.length),
+      [MAX_RECORD_PLAINTEXT, 500 * 1024 + 100 - MAX_RECORD_PLAINTEXT],
+    );
+    assert.ok(Buffer.concat(plaintexts).equals(Buffer.concat(chunks)));
+    assert.equal(MAX_RECORD_SIZE, MAX_RECORD_PLAINTEXT + 1 + 255 + 12 + 8 + 16);
+  });
+
+  it("numbers the records of each direction: a replayed or reordered record fails, naming its sequence number", () => {
+    const replayed = recordPair();
+    const [first] = bodies(replayed.client.seal([Buffer.from("a")]));
+    replayed.server.open(first as Buffer);
     assert.throws(
-      () => openEnvelope(key, elsewhere, payload, header, "the example"),
-      (error: unknown) => error instanceof RpcError && error.code === ErrorCode.UNAUTHENTICATED,
+      () => replayed.server.open(first as Buffer),
+      (error: unknown) =>
+        unauthenticated(/^record 1 from the client failed authentication: it was altered, replayed, reordered/)(error) &&
+        (error as RpcError).data !== undefined &&
+        ((error as RpcError).data as { sequence: number }).sequence === 1,
+    );
+    const reordered = recordPair();
+    reordered.client.seal([Buffer.from("a")]);
+    const [second] = bodies(reordered.client.seal([Buffer.from("b")]));
+    assert.throws(() => reordered.server.open(second as Buffer), unauthenticated(/^record 0 from the client failed authentication/));
+  });
+
+  it("binds records to their direction: one sent back to its sender fails", () => {
+    const { client, server } = recordPair();
+    const [fromServer] = bodies(server.seal([Buffer.from("x")]));
+    assert.throws(() => server.open(fromServer as Buffer), unauthenticated(/^record 0 from the client failed authentication/));
+    assert.equal(client.open(fromServer as Buffer).toString(), "x", "the client opens what the server seals");
+  });
+
+  it("binds records to their connection's handshake: the same key and sequence number on another connection fail", () => {
+    const keys = { k1: randomBytes(32) };
+    const one = recordPair(keys, "WELCOME of one connection");
+    const other = recordPair(keys, "WELCOME of another");
+    const [record] = bodies(one.client.seal([Buffer.from("x")]));
+    assert.throws(() => other.server.open(record as Buffer), unauthenticated(/^record 0 from the client failed authentication/));
+    assert.equal(one.server.open(record as Buffer).toString(), "x");
+  });
+
+  it("checks the key id against the current ring, and the timestamp against the window", () => {
+    const unknown = recordPair();
+    const renamed = Buffer.from(bodies(unknown.client.seal([Buffer.from("x")]))[0] as Buffer);
+    renamed[2] = 0x39; // key id "k1" becomes "k9"
+    assert.throws(
+      () => unknown.server.open(renamed),
+      (error: unknown) =>
+        unauthenticated(/^record 0 from the client is sealed under key id "k9", which this side does not have/)(error) &&
+        JSON.stringify((error as RpcError).data) === JSON.stringify({ sequence: 0, keyId: "k9" }),
+    );
+    const stale = recordPair();
+    const old = Buffer.from(bodies(stale.client.seal([Buffer.from("x")]))[0] as Buffer);
+    const at = 1 + 2 + 12; // the timestamp, after the key id and nonce
+    old.writeBigUInt64BE(old.readBigUInt64BE(at) - 60_000n, at);
+    assert.throws(
+      () => stale.server.open(old),
+      unauthenticated(/^record 0 from the client has a timestamp \d+ ms old, outside the ±30000 ms window/),
+    );
+    const rotated = recordPair();
+    rotated.serverProcessor.configure({ keys: { k2: randomBytes(32) } });
+    const [later] = bodies(rotated.client.seal([Buffer.from("y")]));
+    assert.throws(
+      () => rotated.server.open(later as Buffer),
+      unauthenticated(/is sealed under key id "k1", which this side does not have/),
     );
   });
 });

@@ -350,3 +350,76 @@ describe("FrameDecoder", () => {
     assert.deepEqual(seen, [1, 2]);
   });
 });
+
+describe("FrameDecoder.handOff", () => {
+  /** Two frames, the second the "handshake frame" whose sink hands off, then bytes that are not frames. */
+  const first = encodeFrame({ type: FrameType.PING, flags: 0, streamId: 0, payload: Buffer.from("12345678") });
+  const switchFrame = encodeFrame({ type: FrameType.WELCOME, flags: 0, streamId: 0, payload: Buffer.alloc(300, 7) });
+  const after = Buffer.from("\xff\xff\xff\xff not a frame, the records that follow the switch", "latin1");
+  const stream = Buffer.concat([first, switchFrame, after]);
+
+  /**
+   * Pushes `chunks` in order as a connection does: until a push returns the
+   * remainder, after which the chunks go elsewhere. Returns the frame types
+   * delivered and every byte after the switch frame, as the connection sees them.
+   */
+  function run(chunks: Buffer[], maxBufferedParts?: number): { types: number[]; rest: Buffer } {
+    const types: number[] = [];
+    const decoder: FrameDecoder = new FrameDecoder(
+      {
+        onFrame(type) {
+          types.push(type);
+          if (type === FrameType.WELCOME) decoder.handOff();
+        },
+      },
+      maxBufferedParts === undefined ? { maxFrameSize: 1024 } : { maxFrameSize: 1024, maxBufferedParts },
+    );
+    const elsewhere: Buffer[] = [];
+    let handedOff = false;
+    for (const chunk of chunks) {
+      if (handedOff) {
+        elsewhere.push(chunk);
+        continue;
+      }
+      const rest = decoder.push(chunk);
+      if (rest !== undefined) {
+        handedOff = true;
+        elsewhere.push(rest);
+      }
+    }
+    assert.ok(handedOff, "the push that delivered the switch frame returned the remainder");
+    assert.equal(decoder.push(Buffer.from("more")), undefined, "a handed-off decoder takes nothing more");
+    assert.equal(decoder.bufferedBytes, 0);
+    return { types, rest: Buffer.concat(elsewhere) };
+  }
+
+  it("returns exactly the bytes after the frame, however the stream is split in two", () => {
+    for (let cut = 1; cut < stream.length; cut++) {
+      const { types, rest } = run([stream.subarray(0, cut), stream.subarray(cut)]);
+      assert.deepEqual(types, [FrameType.PING, FrameType.WELCOME], `cut at ${cut}`);
+      assert.ok(rest.equals(after), `cut at ${cut}: the remainder`);
+    }
+  });
+
+  it("returns exactly the bytes after the frame under random splits, buffered or spilled", () => {
+    for (let seed = 1; seed <= 40; seed++) {
+      const rand = prng(seed);
+      const chunks: Buffer[] = [];
+      for (let offset = 0; offset < stream.length;) {
+        const size = Math.min(stream.length - offset, between(rand, 1, seed % 2 === 0 ? 3 : 120));
+        chunks.push(unpooled(stream.subarray(offset, offset + size)));
+        offset += size;
+      }
+      const { types, rest } = run(chunks, seed % 3 === 0 ? 1 : undefined);
+      assert.deepEqual(types, [FrameType.PING, FrameType.WELCOME], `seed ${seed}`);
+      assert.ok(rest.equals(after), `seed ${seed}: the remainder`);
+    }
+  });
+
+  it("returns an empty remainder when the frame ends its chunk", () => {
+    const { rest } = run([Buffer.concat([first, switchFrame]), after]);
+    assert.ok(rest.equals(after));
+    const alone = run([Buffer.concat([first, switchFrame])]);
+    assert.equal(alone.rest.length, 0);
+  });
+});

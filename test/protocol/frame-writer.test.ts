@@ -4,6 +4,7 @@ import { after, before, describe, it } from "node:test";
 import { FRAME_HEADER_SIZE, FrameFlag, FrameType } from "../../src/protocol/frame.js";
 import { FrameDecoder } from "../../src/protocol/frame-decoder.js";
 import { FrameWriter } from "../../src/protocol/frame-writer.js";
+import { RecordDecoder } from "../../src/protocol/record-decoder.js";
 
 interface Frame {
   type: number;
@@ -21,7 +22,8 @@ class Receiver {
   ended = false;
   private readonly checks = new Set<() => void>();
 
-  constructor(socket: Socket, maxFrameSize: number) {
+  /** With `records`, the bytes are toy records (u32be length, then frame bytes) around the frames. */
+  constructor(socket: Socket, maxFrameSize: number, records = false) {
     const decoder = new FrameDecoder(
       {
         onFrame: (type, flags, streamId, payload) => {
@@ -31,7 +33,10 @@ class Receiver {
       },
       { maxFrameSize },
     );
-    socket.on("data", (chunk: Buffer) => decoder.push(chunk));
+    const reader = records
+      ? new RecordDecoder({ onRecord: (body) => decoder.push(Buffer.from(body)) }, { minRecordSize: 1, maxRecordSize: 1 << 30 })
+      : undefined;
+    socket.on("data", (chunk: Buffer) => (reader === undefined ? decoder.push(chunk) : reader.push(chunk)));
     socket.on("end", () => {
       this.ended = true;
       this.poke();
@@ -385,6 +390,68 @@ describe("FrameWriter over a loopback socket", () => {
     assert.deepEqual(
       rx.frames.map((f) => f.payload.toString()),
       ["sent"],
+    );
+  });
+
+  /** A toy record layer for the output hook: each batch becomes one length-prefixed chunk. Counts batches and their sizes. */
+  function toyRecords(): { output: (chunks: readonly Uint8Array[]) => Uint8Array[]; batches: number[] } {
+    const batches: number[] = [];
+    return {
+      batches,
+      output(chunks) {
+        const bytes = Buffer.concat(chunks);
+        batches.push(bytes.length);
+        const length = Buffer.alloc(4);
+        length.writeUInt32BE(bytes.length);
+        return [length, bytes];
+      },
+    };
+  }
+
+  it("passes each flush through its output hook: the frames of one turn are one batch, its output one corked write", async () => {
+    const { sender, receiver } = await pair();
+    const rx = new Receiver(receiver, 1024, true);
+    let corks = 0;
+    const cork = sender.cork.bind(sender);
+    Object.assign(sender, {
+      cork(): void {
+        corks++;
+        cork();
+      },
+    });
+    const writer = new FrameWriter(sender);
+    const toy = toyRecords();
+    writer.output = toy.output;
+    for (let i = 0; i < 1000; i++) writer.writeFrame(FrameType.ITEM, 0, 1, Buffer.from(`frame ${i}`));
+    await rx.until(() => rx.frames.length >= 1000, "1000 frames");
+    assert.equal(toy.batches.length, 1, "one batch for the turn");
+    assert.equal(corks, 1, "the output's two chunks went out corked");
+    assert.deepEqual(
+      rx.frames.map((f) => f.payload.toString()),
+      Array.from({ length: 1000 }, (_, i) => `frame ${i}`),
+    );
+  });
+
+  it("keeps pacing a large message by drain with an output hook, each batch bounded, without losing bytes", async () => {
+    const { sender, receiver } = await pair();
+    receiver.pause();
+    const rx = new Receiver(receiver, 64 * 1024, true);
+    const writer = new FrameWriter(sender);
+    const toy = toyRecords();
+    writer.output = toy.output;
+    const message = big();
+    writer.writeMessage(FrameType.RESULT, 1, message, true);
+    for (let i = 0; i < 20_000 && sender.writableLength === 0; i++) await turn();
+    for (let i = 0; i < 20; i++) await turn();
+    assert.ok(sender.writableLength < 256 * 1024 + 64 * 1024 + 64, `socket holds ${sender.writableLength} bytes`);
+    assert.ok(writer.queuedBulkBytes > 0, "the writer holds the rest while the socket is backed up");
+    receiver.resume();
+    await rx.until(() => rx.frames.some((f) => f.streamId === 1 && f.flags === 0), "the last fragment");
+    assert.ok(rx.bytesOf(1).equals(message));
+    assert.ok(toy.batches.length > 16, `${toy.batches.length} batches`);
+    assert.ok(
+      Math.max(...toy.batches) <= 256 * 1024 + 2 * (64 * 1024 + FRAME_HEADER_SIZE),
+      `largest batch ${Math.max(...toy.batches)} bytes`,
     );
   });
 });

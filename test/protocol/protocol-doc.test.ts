@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
+import { createCipheriv, createSecretKey } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { encodeCallPayload } from "../../src/protocol/call-payload.js";
 import { DEFAULT_LIMITS } from "../../src/protocol/connection.js";
+import { Direction, openEnvelope, readEnvelopeHeader, recordAad, setRecordSequence } from "../../src/protocol/crypto-envelope.js";
 import { FRAME_HEADER_SIZE, FrameType, writeFrameHeader } from "../../src/protocol/frame.js";
 import { MsgpackCodec } from "../../src/protocol/msgpack-codec.js";
 import { PROTOCOL_VERSION } from "../../src/protocol/wire-messages.js";
@@ -50,5 +52,41 @@ describe("PROTOCOL.md worked example matches the encoders", () => {
   it("11.3 CALL and 11.4 RESULT are calc.add(1, 2) and 3 on stream 1", () => {
     assert.deepEqual(dumpUnder("### 11.3"), frame(FrameType.CALL, 1, encodeCallPayload(codec, "calc.add", undefined, undefined, [1, 2])));
     assert.deepEqual(dumpUnder("### 11.4"), frame(FrameType.RESULT, 1, codec.encode(3)));
+  });
+});
+
+/** PROTOCOL.md §13.7: a record, checked against the text with node:crypto alone and against this implementation. */
+describe("PROTOCOL.md §13.7 record matches the documented layout and the implementation", () => {
+  const codec = new MsgpackCodec();
+  const key = Buffer.from(Array.from({ length: 32 }, (_, i) => i));
+  const nonce = Buffer.from(Array.from({ length: 12 }, (_, i) => i));
+  const binding = Buffer.alloc(32, 0xab);
+  const call = frame(FrameType.CALL, 1, encodeCallPayload(codec, "calc.add", undefined, undefined, [1, 2]));
+
+  it("is the CALL frame of §11.3 sealed as §13.3 describes (recomputed with node:crypto alone)", () => {
+    const record = dumpUnder("### 13.7");
+    assert.deepEqual(dumpUnder("### 11.3"), call);
+    const header = Buffer.concat([Buffer.from([2]), Buffer.from("k1"), nonce, Buffer.from("0000019b76daa800", "hex")]);
+    const aad = Buffer.concat([Buffer.from([0]), Buffer.alloc(8), binding, header]);
+    assert.equal(aad.length, 64, "the example's associated data are 64 bytes");
+    const cipher = createCipheriv("aes-256-gcm", key, nonce, { authTagLength: 16 });
+    cipher.setAAD(aad);
+    const body = Buffer.concat([header, cipher.update(call), cipher.final(), cipher.getAuthTag()]);
+    const length = Buffer.alloc(4);
+    length.writeUInt32BE(body.length);
+    assert.deepEqual(record, Buffer.concat([length, body]));
+    assert.equal(record.readUInt32BE(0), 66);
+  });
+
+  it("opens with this implementation to the CALL frame, and only as record 0 of that direction and connection", () => {
+    const record = dumpUnder("### 13.7");
+    const body = record.subarray(4);
+    const header = readEnvelopeHeader(body, "the example");
+    assert.deepEqual([header.keyId, header.timestamp, header.length], ["k1", 1_767_225_600_000, 23]);
+    const secret = createSecretKey(key);
+    assert.deepEqual(openEnvelope(secret, recordAad(Direction.CLIENT_TO_SERVER, binding), body, header), call);
+    assert.equal(openEnvelope(secret, setRecordSequence(recordAad(Direction.CLIENT_TO_SERVER, binding), 1), body, header), undefined);
+    assert.equal(openEnvelope(secret, recordAad(Direction.SERVER_TO_CLIENT, binding), body, header), undefined);
+    assert.equal(openEnvelope(secret, recordAad(Direction.CLIENT_TO_SERVER, Buffer.alloc(32, 0xac)), body, header), undefined);
   });
 });
