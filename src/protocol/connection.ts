@@ -628,7 +628,7 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost {
     this.decoder.push((this.records as RecordTransform).open(body));
   }
 
-  onFrame(type: number, flags: number, streamId: number, payload: Buffer): void {
+  onFrame(type: number, flags: number, streamId: number, payload: Buffer, owned = false): void {
     if (this.state === ConnectionState.CLOSED) return;
     if (this.state === ConnectionState.HANDSHAKE) {
       if (streamId !== 0) {
@@ -678,7 +678,7 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost {
     }
     if (flags !== 0 || this.assembler.busy) {
       try {
-        const whole = this.assembler.add(type, flags, streamId, payload);
+        const whole = this.assembler.add(type, flags, streamId, payload, owned);
         if (whole === null) return;
         payload = whole;
       } catch (error) {

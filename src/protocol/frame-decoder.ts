@@ -5,9 +5,10 @@ import { ErrorCode, RpcError } from "./rpc-error.js";
 export interface FrameSink {
   /**
    * `payload` may be a view into a socket chunk: copy it if you keep it past
-   * the call.
+   * the call, unless `owned` is true: then the decoder copied it into a
+   * buffer of its own (the frame spanned chunks), which the sink may keep.
    */
-  onFrame(type: number, flags: number, streamId: number, payload: Buffer): void;
+  onFrame(type: number, flags: number, streamId: number, payload: Buffer, owned?: boolean): void;
 }
 
 /** Options of a {@link FrameDecoder}. */
@@ -54,6 +55,8 @@ export class FrameDecoder {
   private target: Buffer | null = null;
   private filled = 0;
   private stopped = false;
+  /** Whether the last {@link take} copied (its result is the decoder's own buffer, not a view). */
+  private tookCopy = false;
   /** Set by {@link handOff}: the bytes after the current frame belong to someone else. */
   private handingOff = false;
   /** What {@link handOff} left unparsed, collected for {@link push} to return. */
@@ -121,7 +124,7 @@ export class FrameDecoder {
       const payload = this.target;
       this.target = null;
       this.state = STATE_HEADER;
-      this.sink.onFrame(this.type, this.flags, this.streamId, payload);
+      this.sink.onFrame(this.type, this.flags, this.streamId, payload, true);
       if (chunk.length === need) return;
       chunk = chunk.subarray(need);
       if (this.handingOff) {
@@ -175,7 +178,7 @@ export class FrameDecoder {
       }
       const payload = this.length === 0 ? EMPTY : this.take(this.length);
       this.state = STATE_HEADER;
-      this.sink.onFrame(this.type, this.flags, this.streamId, payload);
+      this.sink.onFrame(this.type, this.flags, this.streamId, payload, this.tookCopy);
       if (this.handingOff) {
         this.rest.push(...this.parts);
         return;
@@ -244,6 +247,7 @@ export class FrameDecoder {
     const parts = this.parts;
     const first = parts[0] as Buffer;
     this.buffered -= n;
+    this.tookCopy = first.length < n;
     if (first.length >= n) {
       if (first.length === n) {
         parts.shift();

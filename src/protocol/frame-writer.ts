@@ -148,7 +148,7 @@ export class FrameWriter {
       this.writeFrame(type, flags, streamId, payload);
       return;
     }
-    const message: BulkMessage = { type, flags, data: owned ? payload : payload.slice(), offset: 0 };
+    const message: BulkMessage = { type, flags, data: owned ? payload : copyOf(payload), offset: 0 };
     if (queue !== undefined) {
       queue.push(message);
       this.schedule();
@@ -293,4 +293,11 @@ export class FrameWriter {
     this.scheduled = true;
     setImmediate(FrameWriter.flushLater, this);
   }
+}
+
+/** A copy of `bytes` in a new buffer, not zero-filled first as `slice()` is (which made large copies about twice as slow). */
+function copyOf(bytes: Uint8Array): Buffer {
+  const copy = Buffer.allocUnsafe(bytes.length);
+  copy.set(bytes, 0);
+  return copy;
 }

@@ -61,7 +61,7 @@ export class MessageAssembler {
    * messages past maxBufferedBytes; the rest of that message is dropped.
    * Throws PROTOCOL_ERROR when another type interrupts a fragmented message.
    */
-  add(type: number, flags: number, streamId: number, payload: Buffer): Buffer | null {
+  add(type: number, flags: number, streamId: number, payload: Buffer, owned = false): Buffer | null {
     const follows = (flags & FrameFlag.FOLLOWS) !== 0;
     const current = this.partialMap?.get(streamId)?.type ?? this.discardingMap?.get(streamId);
     if (current !== undefined && current !== type) {
@@ -108,8 +108,9 @@ export class MessageAssembler {
       this.forget(streamId);
       return whole;
     }
-    // Own the bytes: a view would keep a whole socket chunk alive.
-    const part = Buffer.from(payload);
+    // Own the bytes: a view would keep a whole socket chunk alive. A payload
+    // the frame decoder already copied (it spanned chunks) is owned as it is.
+    const part = owned ? payload : Buffer.from(payload);
     this.total += payload.length;
     if (entry === undefined) this.partial.set(streamId, { type, parts: [part], size });
     else {

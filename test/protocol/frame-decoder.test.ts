@@ -128,6 +128,26 @@ describe("FrameDecoder", () => {
     }
   });
 
+  it("tells the sink which payloads are its own copies (a frame spanning chunks) and which are views of a chunk", () => {
+    const seen: Array<{ payload: string; owned: boolean }> = [];
+    const decoder = new FrameDecoder(
+      {
+        onFrame(_type, _flags, _streamId, payload, owned) {
+          seen.push({ payload: payload.toString(), owned: owned === true });
+        },
+      },
+      { maxFrameSize: 1024 },
+    );
+    const frame = (text: string): Buffer => Buffer.concat([header(text.length, FrameType.ITEM, 0, 1), Buffer.from(text)]);
+    const spanning = frame("spans two chunks");
+    decoder.push(Buffer.concat([frame("inside one chunk"), spanning.subarray(0, 14)]));
+    decoder.push(spanning.subarray(14));
+    assert.deepEqual(seen, [
+      { payload: "inside one chunk", owned: false },
+      { payload: "spans two chunks", owned: true },
+    ]);
+  });
+
   it("decodes one frame arriving in more than 100 chunks", () => {
     const rand = prng(7);
     const frame: Frame = { type: FrameType.ITEM, flags: FrameFlag.FOLLOWS, streamId: 12345, payload: randomBytes(rand, 50_000) };

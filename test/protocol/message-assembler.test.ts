@@ -49,6 +49,15 @@ describe("MessageAssembler", () => {
     assert.equal(asm.add(FrameType.ITEM, 0, 1, bytes("+last"))?.toString(), "first+last");
   });
 
+  it("keeps an owned fragment (one the frame decoder already copied) without copying it again", () => {
+    const asm = new MessageAssembler({ maxMessageSize: 1000, maxBufferedBytes: 10_000 });
+    const owned = bytes("first");
+    asm.add(FrameType.ITEM, F, 1, owned, true);
+    // Not copied: the assembler holds this very buffer (a change shows through).
+    owned.write("FIRST");
+    assert.equal(asm.add(FrameType.ITEM, 0, 1, bytes("+last"))?.toString(), "FIRST+last");
+  });
+
   it("returns the same Buffer for a single-frame message", () => {
     const asm = new MessageAssembler({ maxMessageSize: 10, maxBufferedBytes: 100 });
     const payload = bytes("whole");
