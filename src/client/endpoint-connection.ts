@@ -180,6 +180,7 @@ export class EndpointConnection {
       if (offered.metadata !== undefined) message.metadata = offered.metadata;
       if (offered.offers !== undefined) message.processors = offered.offers;
       hello = connection.sendHandshake(FrameType.HELLO, message);
+      if (this.processors.some((processor) => processor.kind === "crypto")) connection.sendOnlyRecords();
     });
   }
 

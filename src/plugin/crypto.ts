@@ -4,6 +4,7 @@ import {
   Direction,
   MAX_KEY_ID_BYTES,
   MAX_RECORD_PLAINTEXT,
+  TAG_SIZE,
   MAX_RECORD_SIZE,
   MIN_RECORD_SIZE,
   openEnvelope,
@@ -346,6 +347,15 @@ class CryptoRecords implements RecordTransform {
   private openRecord(body: Buffer, sequence: number): Buffer {
     const what = `record ${sequence} from ${this.peer}`;
     const header = readEnvelopeHeader(body, what);
+    const plaintextLength = body.length - header.length - TAG_SIZE;
+    if (plaintextLength > MAX_RECORD_PLAINTEXT) {
+      // The length limit allows for a 255-byte key id; a shorter one leaves room the plaintext may not take.
+      throw new RpcError(
+        ErrorCode.UNAUTHENTICATED,
+        `${what} carries ${plaintextLength} bytes, more than the ${MAX_RECORD_PLAINTEXT} a record may hold`,
+        { sequence, size: plaintextLength, limit: MAX_RECORD_PLAINTEXT },
+      );
+    }
     const entry = this.processor.checkHeader(header.keyId, header.timestamp, Date.now(), what, { sequence });
     const plaintext = openEnvelope(entry.key, setRecordSequence(this.receiveAad, sequence), body, header);
     if (plaintext === undefined) {

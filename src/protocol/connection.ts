@@ -140,6 +140,8 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost {
    * arrived meanwhile, with the socket paused. Undefined otherwise.
    */
   private heldRecordBytes: Buffer[] | undefined;
+  /** Set by {@link sendOnlyRecords}. */
+  private recordsOnly = false;
 
   constructor(socket: Socket, owner: ConnectionOwner, options: ConnectionOptions) {
     this.socket = socket;
@@ -266,7 +268,15 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost {
   private startRecords(records: RecordTransform): void {
     this.expectRecords();
     this.records = records;
-    this.writer.output = (chunks) => records.seal(chunks);
+    this.writer.output = (chunks) => {
+      try {
+        return records.seal(chunks);
+      } catch (error) {
+        // Nothing unsealed may go out: the batch is dropped and the connection closed.
+        queueMicrotask(() => this.close(RpcError.from(error, ErrorCode.INTERNAL)));
+        return [];
+      }
+    };
     this.decoder = new FrameDecoder(this, { maxFrameSize: this.limits.maxFrameSize });
     this.recordDecoder = new RecordDecoder(this, { minRecordSize: records.minRecordSize, maxRecordSize: records.maxRecordSize });
     const held = this.heldRecordBytes as Buffer[];
@@ -276,7 +286,9 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost {
     // (it announces the connection first), then the socket reads on.
     queueMicrotask(() => {
       for (const chunk of held) this.onData(chunk);
-      if (this.state !== ConnectionState.CLOSED) this.socket.resume();
+      // Also when they failed the connection: the rest is read and discarded,
+      // so the peer's FIN is seen and the socket closes now.
+      this.socket.resume();
     });
   }
 
@@ -501,13 +513,28 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost {
   fail(error: RpcError): void {
     if (this.state === ConnectionState.CLOSED) return;
     this.decoder.stop();
-    // Stream-0 frames are never fragmented: the ERROR must fit one frame the
-    // peer accepts (64 KiB before the handshake). After an encrypted
-    // handshake it goes in a record like everything else.
-    const max = Math.min(this.peerLimits?.maxFrameSize ?? HANDSHAKE_MAX_FRAME_SIZE, HANDSHAKE_MAX_FRAME_SIZE) - (this.chain?.overhead ?? 0);
-    this.sendFrame(FrameType.ERROR, 0, this.errorPayload(error, max));
-    this.writer.flush();
+    // A client that sent an encrypted HELLO and has no record layer yet has
+    // no way to tell the server: the server reads its bytes as records, and
+    // an ERROR in the clear would only be refused as a broken one.
+    if (!this.recordsOnly || this.records !== undefined) {
+      // Stream-0 frames are never fragmented: the ERROR must fit one frame the
+      // peer accepts (64 KiB before the handshake). After an encrypted
+      // handshake it goes in a record like everything else.
+      const max =
+        Math.min(this.peerLimits?.maxFrameSize ?? HANDSHAKE_MAX_FRAME_SIZE, HANDSHAKE_MAX_FRAME_SIZE) - (this.chain?.overhead ?? 0);
+      this.sendFrame(FrameType.ERROR, 0, this.errorPayload(error, max));
+      this.writer.flush();
+    }
     this.close(error);
+  }
+
+  /**
+   * This side has sent an encrypted HELLO: from now on it may only send
+   * records, so before the record layer starts, {@link fail} closes without
+   * an ERROR frame (PROTOCOL.md §13.6).
+   */
+  sendOnlyRecords(): void {
+    this.recordsOnly = true;
   }
 
   /** Closes now: every open stream is reset with `reason`. Idempotent. */

@@ -178,7 +178,7 @@ export class FrameDecoder {
       }
       const payload = this.length === 0 ? EMPTY : this.take(this.length);
       this.state = STATE_HEADER;
-      this.sink.onFrame(this.type, this.flags, this.streamId, payload, this.tookCopy);
+      this.sink.onFrame(this.type, this.flags, this.streamId, payload, this.length !== 0 && this.tookCopy);
       if (this.handingOff) {
         this.rest.push(...this.parts);
         return;

@@ -7,6 +7,7 @@ export interface FrameSocket {
   uncork(): void;
   readonly writableLength: number;
   readonly destroyed: boolean;
+  /** The listener must be called with the socket as `this` (as EventEmitter does): one listener function serves every writer. */
   on(event: "drain", listener: () => void): unknown;
 }
 

@@ -10,6 +10,7 @@ import { FrameFlag, FrameType } from "../../src/protocol/frame.js";
 import { type CallContext, type Channel, ErrorCode, RpcError, Server, type ServerOptions } from "../../src/server/index.js";
 import {
   CryptoPeer,
+  MAX_RECORD_PLAINTEXT,
   MAX_RECORD_SIZE,
   cryptoHello,
   exchange,
@@ -616,6 +617,25 @@ describe("crypto processor: what a crypto-only server refuses (the handler never
     }
   });
 
+  it("a record within the length limit but with more than 256 KiB of plaintext (a short key id leaves room) is refused", async () => {
+    const { server, port, runs } = await serve();
+    const peer = await CryptoPeer.open(port, KEY, "k1");
+    try {
+      // Valid frames, one byte too many for a record: a PING of the right size.
+      const pingPayload = Buffer.alloc(MAX_RECORD_PLAINTEXT + 1 - 10);
+      const record = peer.record(frame(FrameType.PING, 0, 0, pingPayload));
+      assert.ok(record.length - 4 <= MAX_RECORD_SIZE, "within the length limit");
+      peer.write(record);
+      const error = await within(peer.connectionError(), 2000, "the refusal");
+      assert.equal(error.code, ErrorCode.UNAUTHENTICATED);
+      assert.match(error.message, /^record 0 from the client carries 262145 bytes, more than the 262144 a record may hold/);
+      assert.equal(runs(), 0);
+    } finally {
+      peer.destroy();
+      await server.close();
+    }
+  });
+
   it("replay of a whole captured connection on a new socket: the HELLO's proof is refused, and the records fail elsewhere", async () => {
     const { server, port, runs } = await serve();
     const proxy = await FrameProxy.start(port);
@@ -693,12 +713,20 @@ describe("crypto processor: what a crypto client refuses", () => {
     }
   });
 
-  it("a server that cannot prove it holds the key (a forged WELCOME)", async () => {
+  it("a server that cannot prove it holds the key (a forged WELCOME); the client sends it nothing more, not even an ERROR in the clear", async () => {
     // A fake server: answers any HELLO with a WELCOME whose proof is sealed under another key.
+    const afterHello: Buffer[] = [];
+    let ended = false;
     const fake: NetServer = createServer((socket) => {
       socket.on("error", () => {});
+      socket.on("end", () => {
+        ended = true;
+      });
       socket.once("data", (chunk: Buffer) => {
-        const hello = chunk.subarray(10, 10 + chunk.readUInt32BE(0));
+        const helloEnd = 10 + chunk.readUInt32BE(0);
+        if (chunk.length > helloEnd) afterHello.push(chunk.subarray(helloEnd));
+        socket.on("data", (more: Buffer) => afterHello.push(more));
+        const hello = chunk.subarray(10, helloEnd);
         const context = { direction: 1, type: FrameType.WELCOME, streamId: 0, binding: sha256(hello) };
         const proof = sealProof(OTHER_KEY, "k1", context, new Uint8Array(0));
         const limits = (decode(hello) as { limits: unknown }).limits;
@@ -714,6 +742,9 @@ describe("crypto processor: what a crypto client refuses", () => {
         5000,
         "the client refusing the fake server",
       );
+      // After an encrypted HELLO the server reads records only: a plaintext ERROR would be misread as a broken record.
+      await waitFor(() => ended, 5000, "the client closing its side");
+      assert.equal(Buffer.concat(afterHello).length, 0, "bytes the client sent after its HELLO");
     } finally {
       c.destroy();
       await new Promise<void>((resolve) => fake.close(() => resolve()));
