@@ -1,4 +1,5 @@
 import { FRAME_HEADER_SIZE, FrameFlag, KNOWN_FLAGS, MAX_FRAME_TYPE, frameTypeName } from "./frame.js";
+import { ChunkList } from "./chunk-list.js";
 import { ErrorCode, RpcError } from "./rpc-error.js";
 
 /** Receives each complete frame from a {@link FrameDecoder}. */
@@ -45,8 +46,8 @@ export class FrameDecoder {
   private readonly maxParts: number;
   private readonly sink: FrameSink;
   private state = STATE_HEADER;
-  private parts: Buffer[] = [];
-  private buffered = 0;
+  /** Bytes of an incomplete header or payload. */
+  private readonly held = new ChunkList();
   private type = 0;
   private flags = 0;
   private streamId = 0;
@@ -55,8 +56,6 @@ export class FrameDecoder {
   private target: Buffer | null = null;
   private filled = 0;
   private stopped = false;
-  /** Whether the last {@link take} copied (its result is the decoder's own buffer, not a view). */
-  private tookCopy = false;
   /** Set by {@link handOff}: the bytes after the current frame belong to someone else. */
   private handingOff = false;
   /** What {@link handOff} left unparsed, collected for {@link push} to return. */
@@ -71,14 +70,13 @@ export class FrameDecoder {
 
   /** Bytes held for a frame not yet complete. */
   get bufferedBytes(): number {
-    return this.target === null ? this.buffered : this.filled;
+    return this.target === null ? this.held.length : this.filled;
   }
 
   /** Stops delivering frames (after a fatal error); later chunks are ignored. */
   stop(): void {
     this.stopped = true;
-    this.parts = [];
-    this.buffered = 0;
+    this.held.clear();
     this.target = null;
   }
 
@@ -132,10 +130,9 @@ export class FrameDecoder {
         return;
       }
     }
-    if (this.buffered === 0) this.parseChunk(chunk);
+    if (this.held.length === 0) this.parseChunk(chunk);
     else {
-      this.parts.push(chunk);
-      this.buffered += chunk.length;
+      this.held.push(chunk);
       this.drainParts();
     }
   }
@@ -159,8 +156,7 @@ export class FrameDecoder {
     if (offset < end) {
       if (this.handingOff) this.rest.push(chunk.subarray(offset));
       else if (!this.stopped) {
-        this.parts.push(offset === 0 ? chunk : chunk.subarray(offset));
-        this.buffered = end - offset;
+        this.held.push(offset === 0 ? chunk : chunk.subarray(offset));
         this.spillIfFragmented();
       }
     }
@@ -169,21 +165,21 @@ export class FrameDecoder {
   private drainParts(): void {
     while (!this.stopped) {
       if (this.state === STATE_HEADER) {
-        if (this.buffered < FRAME_HEADER_SIZE) return;
-        this.readHeader(this.take(FRAME_HEADER_SIZE), 0);
+        if (this.held.length < FRAME_HEADER_SIZE) return;
+        this.readHeader(this.held.take(FRAME_HEADER_SIZE), 0);
       }
-      if (this.buffered < this.length) {
+      if (this.held.length < this.length) {
         this.spillIfFragmented();
         return;
       }
-      const payload = this.length === 0 ? EMPTY : this.take(this.length);
+      const payload = this.length === 0 ? EMPTY : this.held.take(this.length);
       this.state = STATE_HEADER;
-      this.sink.onFrame(this.type, this.flags, this.streamId, payload, this.length !== 0 && this.tookCopy);
+      this.sink.onFrame(this.type, this.flags, this.streamId, payload, this.length !== 0 && this.held.copied);
       if (this.handingOff) {
-        this.rest.push(...this.parts);
+        this.rest.push(...this.held.drain());
         return;
       }
-      if (this.buffered === 0) return;
+      if (this.held.length === 0) return;
     }
   }
 
@@ -193,17 +189,9 @@ export class FrameDecoder {
    * own buffer, filled as bytes arrive.
    */
   private spillIfFragmented(): void {
-    if (this.state !== STATE_PAYLOAD || this.parts.length <= this.maxParts) return;
-    const target = Buffer.allocUnsafe(this.length);
-    let filled = 0;
-    for (const part of this.parts) {
-      part.copy(target, filled);
-      filled += part.length;
-    }
-    this.parts = [];
-    this.buffered = 0;
-    this.target = target;
-    this.filled = filled;
+    if (this.state !== STATE_PAYLOAD || this.held.count <= this.maxParts) return;
+    this.filled = this.held.length;
+    this.target = this.held.gather(this.length);
   }
 
   private readHeader(source: Buffer, offset: number): void {
@@ -240,32 +228,5 @@ export class FrameDecoder {
   private fail(message: string, data?: unknown): RpcError {
     this.stop();
     return new RpcError(ErrorCode.PROTOCOL_ERROR, message, data);
-  }
-
-  /** Removes `n` buffered bytes; a view when they lie in the first part, else one copy. */
-  private take(n: number): Buffer {
-    const parts = this.parts;
-    const first = parts[0] as Buffer;
-    this.buffered -= n;
-    this.tookCopy = first.length < n;
-    if (first.length >= n) {
-      if (first.length === n) {
-        parts.shift();
-        return first;
-      }
-      parts[0] = first.subarray(n);
-      return first.subarray(0, n);
-    }
-    const out = Buffer.allocUnsafe(n);
-    let filled = 0;
-    while (filled < n) {
-      const part = parts[0] as Buffer;
-      const count = Math.min(part.length, n - filled);
-      part.copy(out, filled, 0, count);
-      filled += count;
-      if (count === part.length) parts.shift();
-      else parts[0] = part.subarray(count);
-    }
-    return out;
   }
 }

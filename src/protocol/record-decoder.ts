@@ -1,3 +1,4 @@
+import { ChunkList } from "./chunk-list.js";
 import { ErrorCode, RpcError } from "./rpc-error.js";
 
 /** Receives each complete record body from a {@link RecordDecoder}. */
@@ -44,8 +45,8 @@ export class RecordDecoder {
   private readonly maxSize: number;
   private readonly maxParts: number;
   private state = STATE_LENGTH;
-  private parts: Buffer[] = [];
-  private buffered = 0;
+  /** Bytes of an incomplete length or body. */
+  private readonly held = new ChunkList();
   private length = 0;
   /** Set once a record spanned more than maxParts chunks: its body is copied in as it arrives. */
   private target: Buffer | null = null;
@@ -61,14 +62,13 @@ export class RecordDecoder {
 
   /** Bytes held for a record not yet complete. */
   get bufferedBytes(): number {
-    return this.target === null ? this.buffered : this.filled;
+    return this.target === null ? this.held.length : this.filled;
   }
 
   /** Stops delivering records (after a fatal error); later chunks are ignored. */
   stop(): void {
     this.stopped = true;
-    this.parts = [];
-    this.buffered = 0;
+    this.held.clear();
     this.target = null;
   }
 
@@ -93,10 +93,9 @@ export class RecordDecoder {
       if (chunk.length === need) return;
       chunk = chunk.subarray(need);
     }
-    if (this.buffered === 0) this.parseChunk(chunk);
+    if (this.held.length === 0) this.parseChunk(chunk);
     else {
-      this.parts.push(chunk);
-      this.buffered += chunk.length;
+      this.held.push(chunk);
       this.drainParts();
     }
   }
@@ -118,8 +117,7 @@ export class RecordDecoder {
       this.sink.onRecord(body);
     }
     if (offset < end && !this.stopped) {
-      this.parts.push(offset === 0 ? chunk : chunk.subarray(offset));
-      this.buffered = end - offset;
+      this.held.push(offset === 0 ? chunk : chunk.subarray(offset));
       this.spillIfFragmented();
     }
   }
@@ -127,33 +125,25 @@ export class RecordDecoder {
   private drainParts(): void {
     while (!this.stopped) {
       if (this.state === STATE_LENGTH) {
-        if (this.buffered < LENGTH_SIZE) return;
-        this.readLength(this.take(LENGTH_SIZE).readUInt32BE(0));
+        if (this.held.length < LENGTH_SIZE) return;
+        this.readLength(this.held.take(LENGTH_SIZE).readUInt32BE(0));
       }
-      if (this.buffered < this.length) {
+      if (this.held.length < this.length) {
         this.spillIfFragmented();
         return;
       }
-      const body = this.take(this.length);
+      const body = this.held.take(this.length);
       this.state = STATE_LENGTH;
       this.sink.onRecord(body);
-      if (this.buffered === 0) return;
+      if (this.held.length === 0) return;
     }
   }
 
   /** Past maxParts chunks, a record's body gets its own buffer, filled as bytes arrive (no growing list, no repeated concat). */
   private spillIfFragmented(): void {
-    if (this.state !== STATE_BODY || this.parts.length <= this.maxParts) return;
-    const target = Buffer.allocUnsafe(this.length);
-    let filled = 0;
-    for (const part of this.parts) {
-      part.copy(target, filled);
-      filled += part.length;
-    }
-    this.parts = [];
-    this.buffered = 0;
-    this.target = target;
-    this.filled = filled;
+    if (this.state !== STATE_BODY || this.held.count <= this.maxParts) return;
+    this.filled = this.held.length;
+    this.target = this.held.gather(this.length);
   }
 
   private readLength(length: number): void {
@@ -175,31 +165,5 @@ export class RecordDecoder {
     }
     this.length = length;
     this.state = STATE_BODY;
-  }
-
-  /** Removes `n` buffered bytes; a view when they lie in the first part, else one copy. */
-  private take(n: number): Buffer {
-    const parts = this.parts;
-    const first = parts[0] as Buffer;
-    this.buffered -= n;
-    if (first.length >= n) {
-      if (first.length === n) {
-        parts.shift();
-        return first;
-      }
-      parts[0] = first.subarray(n);
-      return first.subarray(0, n);
-    }
-    const out = Buffer.allocUnsafe(n);
-    let filled = 0;
-    while (filled < n) {
-      const part = parts[0] as Buffer;
-      const count = Math.min(part.length, n - filled);
-      part.copy(out, filled, 0, count);
-      filled += count;
-      if (count === part.length) parts.shift();
-      else parts[0] = part.subarray(count);
-    }
-    return out;
   }
 }
