@@ -34,6 +34,9 @@ export interface EndpointConnectionOptions {
 
 type State = "idle" | "connecting" | "ready" | "backoff" | "closed";
 
+/** A connection open at least this long resets the reconnect backoff when it closes. */
+const STABLE_CONNECTION_MS = 1000;
+
 /** A caller waiting for a connection; see {@link EndpointConnection.wait}. */
 export interface Waiter {
   resolve(connection: Connection): void;
@@ -61,6 +64,8 @@ export class EndpointConnection {
   private retryTimer: NodeJS.Timeout | undefined;
   /** The connection whose handshake is in progress. */
   private attempting: Connection | undefined;
+  /** When the current connection opened (performance.now()). */
+  private currentSince = 0;
   private readonly processors: readonly Processor[];
 
   constructor(endpoint: Endpoint, options: EndpointConnectionOptions) {
@@ -214,9 +219,9 @@ export class EndpointConnection {
       return;
     }
     this.current = connection;
+    this.currentSince = performance.now();
     this.state = "ready";
     this.lastError = undefined;
-    this.backoff.reset();
     const waiters = [...this.waiters];
     this.waiters.clear();
     for (const waiter of waiters) waiter.resolve(connection);
@@ -234,8 +239,13 @@ export class EndpointConnection {
       if (this.live.size === 0) for (const resolve of this.closedWaiters.splice(0)) resolve();
       return;
     }
-    if (connection === this.current) this.current = undefined;
-    else if (connection === this.attempting) this.attempting = undefined;
+    if (connection === this.current) {
+      this.current = undefined;
+      // The backoff starts over only after a connection that lasted: one that
+      // a server fails right after its handshake (a broken record, a policy
+      // after WELCOME) must not make every client reconnect at the first delay.
+      if (performance.now() - this.currentSince >= STABLE_CONNECTION_MS) this.backoff.reset();
+    } else if (connection === this.attempting) this.attempting = undefined;
     // Otherwise a draining connection finished its calls: no failure.
     else return;
     this.lastError = reason;

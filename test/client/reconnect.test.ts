@@ -278,6 +278,32 @@ describe("lost connection and reconnect", () => {
     }
   });
 
+  it("backs off from a server that completes the handshake and then drops every connection at once", async () => {
+    // A fake server: WELCOME, then the connection is cut. The backoff must keep growing, not restart at each WELCOME.
+    let accepted = 0;
+    const fake = createServer((socket) => {
+      accepted++;
+      socket.on("error", () => {});
+      socket.once("data", () => {
+        const limits = { maxFrameSize: 1024 * 1024, maxMessageSize: 1024 * 1024, maxConcurrentStreams: 100 };
+        socket.end(frame(FrameType.WELCOME, 0, 0, encode({ version: 1, connectionId: "fake", limits })));
+      });
+    });
+    await new Promise<void>((resolve) => fake.listen(0, "127.0.0.1", resolve));
+    const { port } = fake.address() as { port: number };
+    const client = new Client(`127.0.0.1:${port}`, { reconnect: { initialDelay: 40, multiplier: 2, jitter: 0 } });
+    try {
+      await client.connect();
+      await sleep(1200);
+      // Delays 40, 80, 160, 320, 640 ms: about 6 connections in 1.2 s. Restarting at 40 ms each time made about 25.
+      assert.ok(accepted <= 8, `${accepted} connections in 1.2 s`);
+      assert.ok(accepted >= 3, `${accepted} connections: the client kept retrying`);
+    } finally {
+      await client.close();
+      await new Promise<void>((resolve) => fake.close(() => resolve()));
+    }
+  });
+
   it("client.destroy() rejects in-flight calls with CANCELLED at once and aborts the handlers", async () => {
     const { server, port, hanging } = await startServer();
     const client = new Client(`127.0.0.1:${port}`);
