@@ -11,6 +11,7 @@ import {
   proofAad,
   readEnvelopeHeader,
   recordAad,
+  recordKey,
   sealEnvelope,
   sealRecord,
   setRecordSequence,
@@ -276,6 +277,13 @@ class CryptoRecords implements RecordTransform {
   readonly maxRecordSize = MAX_RECORD_SIZE;
   private readonly processor: Crypto;
   private readonly entry: KeyEntry;
+  /** This side's record key (derived from the entry's shared key), for sealing. */
+  private readonly sendKey: KeyObject;
+  private readonly receiveDirection: number;
+  private readonly binding: Buffer;
+  /** The shared key the last received record named, and the record key derived from it (a ring rarely changes mid-connection). */
+  private receiveEntry: KeyEntry | undefined;
+  private receiveKey: KeyObject | undefined;
   /** Associated-data context of the next record sent; its sequence field is rewritten per record. */
   private readonly sendAad: Buffer;
   private readonly receiveAad: Buffer;
@@ -292,8 +300,12 @@ class CryptoRecords implements RecordTransform {
     // fresh proof) and detects a HELLO or WELCOME altered on the way.
     const binding = createHash("sha256").update(transcript.hello).update(transcript.welcome).digest();
     const client = transcript.role === "client";
-    this.sendAad = recordAad(client ? Direction.CLIENT_TO_SERVER : Direction.SERVER_TO_CLIENT, binding);
-    this.receiveAad = recordAad(client ? Direction.SERVER_TO_CLIENT : Direction.CLIENT_TO_SERVER, binding);
+    const sendDirection = client ? Direction.CLIENT_TO_SERVER : Direction.SERVER_TO_CLIENT;
+    this.receiveDirection = client ? Direction.SERVER_TO_CLIENT : Direction.CLIENT_TO_SERVER;
+    this.binding = binding;
+    this.sendKey = recordKey(entry.key, binding, sendDirection);
+    this.sendAad = recordAad(sendDirection, binding);
+    this.receiveAad = recordAad(this.receiveDirection, binding);
     this.peer = client ? "the server" : "the client";
   }
 
@@ -323,7 +335,7 @@ class CryptoRecords implements RecordTransform {
 
   private sealOne(parts: readonly Uint8Array[], size: number, now: number, out: Uint8Array[]): void {
     setRecordSequence(this.sendAad, this.sendSequence++);
-    sealRecord(this.entry.key, this.entry.idBytes, this.sendAad, parts, size, now, out);
+    sealRecord(this.sendKey, this.entry.idBytes, this.sendAad, parts, size, now, out);
   }
 
   /**
@@ -357,7 +369,11 @@ class CryptoRecords implements RecordTransform {
       );
     }
     const entry = this.processor.checkHeader(header.keyId, header.timestamp, Date.now(), what, { sequence });
-    const plaintext = openEnvelope(entry.key, setRecordSequence(this.receiveAad, sequence), body, header);
+    if (entry !== this.receiveEntry) {
+      this.receiveEntry = entry;
+      this.receiveKey = recordKey(entry.key, this.binding, this.receiveDirection);
+    }
+    const plaintext = openEnvelope(this.receiveKey as KeyObject, setRecordSequence(this.receiveAad, sequence), body, header);
     if (plaintext === undefined) {
       throw new RpcError(
         ErrorCode.UNAUTHENTICATED,

@@ -1,4 +1,4 @@
-import { type CipherGCM, type KeyObject, createCipheriv, createDecipheriv, randomFillSync } from "node:crypto";
+import { type CipherGCM, type KeyObject, createCipheriv, createDecipheriv, createSecretKey, hkdfSync, randomFillSync } from "node:crypto";
 import { ErrorCode, RpcError } from "./rpc-error.js";
 
 /*
@@ -82,6 +82,22 @@ export function setRecordSequence(prefix: Buffer, sequence: number): Buffer {
   prefix.writeUInt32BE(Math.floor(sequence / 0x1_0000_0000), 1);
   prefix.writeUInt32BE(sequence >>> 0, 5);
   return prefix;
+}
+
+/** HKDF `info` of a record key, before the direction byte. */
+export const RECORD_KEY_INFO = "rapt record key";
+
+/**
+ * The key that seals one direction's records on one connection:
+ * HKDF-SHA256 of the shared key, with the handshake binding as salt and
+ * `"rapt record key"` plus the direction byte as info (PROTOCOL.md §13.3).
+ * Every connection and direction gets a key of its own, so the random
+ * nonces of records count against that key only, not against the budget of
+ * a key shared by a whole fleet.
+ */
+export function recordKey(sharedKey: KeyObject, binding: Uint8Array, direction: number): KeyObject {
+  const info = Buffer.concat([Buffer.from(RECORD_KEY_INFO, "latin1"), Buffer.from([direction])]);
+  return createSecretKey(Buffer.from(hkdfSync("sha256", sharedKey, binding, info, 32)));
 }
 
 /** The header fields of a received envelope, before it is opened. */

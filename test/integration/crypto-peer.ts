@@ -6,7 +6,7 @@
  * here.
  */
 import assert from "node:assert/strict";
-import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
+import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from "node:crypto";
 import { type Socket, connect } from "node:net";
 import { decode, encode } from "@msgpack/msgpack";
 import { FrameType } from "../../src/protocol/frame.js";
@@ -91,6 +91,11 @@ export function openProof(key: Buffer, context: ProofContext, payload: Buffer): 
   return openEnvelope(key, proofContext(context), payload);
 }
 
+/** The key of one direction's records on one connection (§13.3): HKDF-SHA256(shared key, salt = binding, info = "rapt record key" ‖ direction). */
+export function recordKey(key: Buffer, binding: Buffer, direction: number): Buffer {
+  return Buffer.from(hkdfSync("sha256", key, binding, Buffer.concat([Buffer.from("rapt record key"), Buffer.from([direction])]), 32));
+}
+
 /** One record, `recordLength:u32be` included: `plaintext` sealed as record `sequence` of `direction` on the connection of `binding`. */
 export function sealRecord(
   key: Buffer,
@@ -101,7 +106,7 @@ export function sealRecord(
   plaintext: Uint8Array,
   overrides: SealOverrides = {},
 ): Buffer {
-  const body = sealEnvelope(key, keyId, recordContext(direction, sequence, binding), plaintext, overrides);
+  const body = sealEnvelope(recordKey(key, binding, direction), keyId, recordContext(direction, sequence, binding), plaintext, overrides);
   const length = Buffer.alloc(4);
   length.writeUInt32BE(body.length);
   return Buffer.concat([length, body]);
@@ -109,7 +114,7 @@ export function sealRecord(
 
 /** Opens a record's body (after its length); throws if it does not authenticate. */
 export function openRecord(key: Buffer, direction: number, sequence: number, binding: Buffer, body: Buffer): Buffer {
-  return openEnvelope(key, recordContext(direction, sequence, binding), body).plaintext;
+  return openEnvelope(recordKey(key, binding, direction), recordContext(direction, sequence, binding), body).plaintext;
 }
 
 /** Opens a direction's records (whole, length included), in order from sequence 0, into the frame bytes they carry. */

@@ -1,11 +1,18 @@
 import assert from "node:assert/strict";
-import { createCipheriv, createSecretKey } from "node:crypto";
+import { createCipheriv, createSecretKey, hkdfSync } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { encodeCallPayload } from "../../src/protocol/call-payload.js";
 import { DEFAULT_LIMITS } from "../../src/protocol/connection.js";
-import { Direction, openEnvelope, readEnvelopeHeader, recordAad, setRecordSequence } from "../../src/protocol/crypto-envelope.js";
+import {
+  Direction,
+  openEnvelope,
+  readEnvelopeHeader,
+  recordAad,
+  recordKey,
+  setRecordSequence,
+} from "../../src/protocol/crypto-envelope.js";
 import { FRAME_HEADER_SIZE, FrameType, writeFrameHeader } from "../../src/protocol/frame.js";
 import { MsgpackCodec } from "../../src/protocol/msgpack-codec.js";
 import { PROTOCOL_VERSION } from "../../src/protocol/wire-messages.js";
@@ -69,7 +76,14 @@ describe("PROTOCOL.md §13.7 record matches the documented layout and the implem
     const header = Buffer.concat([Buffer.from([2]), Buffer.from("k1"), nonce, Buffer.from("0000019b76daa800", "hex")]);
     const aad = Buffer.concat([Buffer.from([0]), Buffer.alloc(8), binding, header]);
     assert.equal(aad.length, 64, "the example's associated data are 64 bytes");
-    const cipher = createCipheriv("aes-256-gcm", key, nonce, { authTagLength: 16 });
+    // The record key of the client-to-server direction (§13.3): HKDF-SHA256(key, salt = binding, info = "rapt record key" ‖ 0x00).
+    const info = Buffer.concat([Buffer.from("rapt record key"), Buffer.from([0])]);
+    const derived = Buffer.from(hkdfSync("sha256", key, binding, info, 32));
+    const section = protocol.slice(protocol.indexOf("### 13.7"));
+    const shown = /record key derived from it is `([0-9a-f]{64})`/.exec(section);
+    assert.ok(shown !== null, "§13.7 shows the derived record key");
+    assert.equal(derived.toString("hex"), shown[1], "the derived record key PROTOCOL.md shows");
+    const cipher = createCipheriv("aes-256-gcm", derived, nonce, { authTagLength: 16 });
     cipher.setAAD(aad);
     const body = Buffer.concat([header, cipher.update(call), cipher.final(), cipher.getAuthTag()]);
     const length = Buffer.alloc(4);
@@ -83,10 +97,18 @@ describe("PROTOCOL.md §13.7 record matches the documented layout and the implem
     const body = record.subarray(4);
     const header = readEnvelopeHeader(body, "the example");
     assert.deepEqual([header.keyId, header.timestamp, header.length], ["k1", 1_767_225_600_000, 23]);
-    const secret = createSecretKey(key);
+    const shared = createSecretKey(key);
+    const secret = recordKey(shared, binding, Direction.CLIENT_TO_SERVER);
     assert.deepEqual(openEnvelope(secret, recordAad(Direction.CLIENT_TO_SERVER, binding), body, header), call);
     assert.equal(openEnvelope(secret, setRecordSequence(recordAad(Direction.CLIENT_TO_SERVER, binding), 1), body, header), undefined);
-    assert.equal(openEnvelope(secret, recordAad(Direction.SERVER_TO_CLIENT, binding), body, header), undefined);
-    assert.equal(openEnvelope(secret, recordAad(Direction.CLIENT_TO_SERVER, Buffer.alloc(32, 0xac)), body, header), undefined);
+    const otherDirection = recordKey(shared, binding, Direction.SERVER_TO_CLIENT);
+    assert.equal(openEnvelope(otherDirection, recordAad(Direction.SERVER_TO_CLIENT, binding), body, header), undefined);
+    const otherBinding = Buffer.alloc(32, 0xac);
+    assert.equal(
+      openEnvelope(recordKey(shared, otherBinding, 0), recordAad(Direction.CLIENT_TO_SERVER, otherBinding), body, header),
+      undefined,
+    );
+    // The shared key itself does not open a record: records are sealed under the derived key.
+    assert.equal(openEnvelope(shared, recordAad(Direction.CLIENT_TO_SERVER, binding), body, header), undefined);
   });
 });
