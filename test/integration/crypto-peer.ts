@@ -11,7 +11,7 @@ import { type Socket, connect } from "node:net";
 import { decode, encode } from "@msgpack/msgpack";
 import { FrameType } from "../../src/protocol/frame.js";
 import { PROTOCOL_VERSION } from "../../src/protocol/wire-messages.js";
-import { RAW_LIMITS, type RawFrame, frame, within } from "./helpers.js";
+import { FrameInbox, RAW_LIMITS, type RawFrame, frame, within } from "./helpers.js";
 
 /** The COMPRESSED flag bit. ENCRYPTED (0x02) is set on no frame. */
 export const COMPRESSED = 0x04;
@@ -174,14 +174,13 @@ export class CryptoPeer {
   /** The records received from the server, whole (length included), in order. */
   readonly received: Buffer[] = [];
   /** Opened frames not yet taken by {@link next}. */
-  private readonly frames: RawFrame[] = [];
+  private readonly inbox = new FrameInbox();
   private plaintext: Buffer = Buffer.alloc(0);
   private bytes: Buffer = Buffer.alloc(0);
   private sendSequence = 0;
-  private closed = false;
   private readonly closedPromise: Promise<void>;
-  private wake: (() => void) | undefined;
-  private failure: Error | undefined;
+  /** Reading the server's records failed: nothing more is read. */
+  private failed = false;
 
   private constructor(socket: Socket, key: Buffer, keyId: string, binding: Buffer, rest: Buffer) {
     this.socket = socket;
@@ -191,12 +190,11 @@ export class CryptoPeer {
     socket.on("data", (chunk: Buffer) => this.onBytes(chunk));
     this.closedPromise = new Promise((resolve) => {
       socket.on("close", () => {
-        this.closed = true;
-        this.wake?.();
+        this.inbox.close();
         resolve();
       });
     });
-    if (socket.destroyed) this.closed = true;
+    if (socket.destroyed) this.inbox.close();
     this.onBytes(rest);
   }
 
@@ -264,7 +262,7 @@ export class CryptoPeer {
   }
 
   private onBytes(chunk: Buffer): void {
-    if (this.failure !== undefined) return;
+    if (this.failed) return;
     this.bytes = Buffer.concat([this.bytes, chunk]);
     try {
       for (let i = 0; i < 100_000 && this.bytes.length >= 4; i++) {
@@ -280,38 +278,18 @@ export class CryptoPeer {
         this.plaintext = rest;
         for (const f of frames) {
           assert.equal(f.flags & 0x02, 0, "no frame inside a record sets ENCRYPTED");
-          this.frames.push(f);
+          this.inbox.push(f);
         }
       }
     } catch (error) {
-      this.failure = error as Error;
+      this.failed = true;
+      this.inbox.fail(error as Error);
     }
-    this.wake?.();
   }
 
   /** The next frame (of `type`, if given, skipping PINGs) the server sent in its records; fails after `ms`. */
-  async nextFrame(type?: number, ms = 2000): Promise<RawFrame> {
-    const end = performance.now() + ms;
-    for (let i = 0; i < 10_000; i++) {
-      if (this.failure !== undefined) throw this.failure;
-      while (this.frames.length > 0) {
-        const f = this.frames.shift() as RawFrame;
-        if (f.type === FrameType.PING && type !== FrameType.PING) continue;
-        if (type === undefined || f.type === type) return f;
-      }
-      if (this.closed) assert.fail(`socket closed while waiting for a frame${type === undefined ? "" : ` of type ${type}`}`);
-      const left = end - performance.now();
-      if (left <= 0) break;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.wake = undefined;
-    }
-    return assert.fail(`no frame${type === undefined ? "" : ` of type ${type}`} within ${ms} ms`);
+  nextFrame(type?: number, ms = 2000): Promise<RawFrame> {
+    return this.inbox.next(type, ms);
   }
 
   /** The next frame of `type`, its payload decoded (MessagePack; empty payloads as undefined). */

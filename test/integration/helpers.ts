@@ -130,18 +130,68 @@ export interface PeerRoute {
   from?: string;
 }
 
+/**
+ * Frames a raw test peer has received and not yet taken, and a bounded wait
+ * for the next one (of a type, skipping PINGs), which fails when the socket
+ * closes, the peer records a failure, or time runs out.
+ */
+export class FrameInbox {
+  readonly frames: RawFrame[] = [];
+  closed = false;
+  private failure: Error | undefined;
+  private wake: (() => void) | undefined;
+
+  push(frame: RawFrame): void {
+    this.frames.push(frame);
+    this.wake?.();
+  }
+
+  /** The socket closed: waits end. */
+  close(): void {
+    this.closed = true;
+    this.wake?.();
+  }
+
+  /** Reading failed: every later wait throws `error`. */
+  fail(error: Error): void {
+    this.failure = error;
+    this.wake?.();
+  }
+
+  async next(type?: number, ms = 2000): Promise<RawFrame> {
+    const end = performance.now() + ms;
+    for (let i = 0; i < 10_000; i++) {
+      if (this.failure !== undefined) throw this.failure;
+      while (this.frames.length > 0) {
+        const f = this.frames.shift() as RawFrame;
+        if (f.type === FrameType.PING && type !== FrameType.PING) continue;
+        if (type === undefined || f.type === type) return f;
+      }
+      if (this.closed) assert.fail(`socket closed while waiting for a frame${type === undefined ? "" : ` of type ${type}`}`);
+      const left = end - performance.now();
+      if (left <= 0) break;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.wake = undefined;
+    }
+    return assert.fail(`no frame${type === undefined ? "" : ` of type ${type}`} within ${ms} ms`);
+  }
+}
+
 /** What a server answered a HELLO with. */
 export type HandshakeOutcome = { admitted: true } | { admitted: false; code: string; message: string; data: unknown };
 
 export class RawPeer {
   readonly socket: Socket;
-  readonly frames: RawFrame[] = [];
   /** Resolves once the socket has closed. */
   readonly closed: Promise<void>;
-  /** Whether the socket has closed. */
-  isClosed = false;
+  private readonly inbox = new FrameInbox();
   private buffer = Buffer.alloc(0);
-  private wake: (() => void) | undefined;
 
   private constructor(socket: Socket) {
     this.socket = socket;
@@ -151,7 +201,7 @@ export class RawPeer {
       while (this.buffer.length >= FRAME_HEADER_SIZE) {
         const length = this.buffer.readUInt32BE(0);
         if (this.buffer.length < FRAME_HEADER_SIZE + length) break;
-        this.frames.push({
+        this.inbox.push({
           type: this.buffer[4] as number,
           flags: this.buffer[5] as number,
           streamId: this.buffer.readUInt32BE(6),
@@ -159,13 +209,11 @@ export class RawPeer {
         });
         this.buffer = this.buffer.subarray(FRAME_HEADER_SIZE + length);
       }
-      this.wake?.();
     });
     socket.on("error", () => {});
     this.closed = new Promise((resolve) => {
       socket.on("close", () => {
-        this.isClosed = true;
-        this.wake?.();
+        this.inbox.close();
         resolve();
       });
     });
@@ -212,28 +260,19 @@ export class RawPeer {
     this.socket.write(bytes);
   }
 
+  /** Frames received and not yet taken by {@link next}. */
+  get frames(): readonly RawFrame[] {
+    return this.inbox.frames;
+  }
+
+  /** Whether the socket has closed. */
+  get isClosed(): boolean {
+    return this.inbox.closed;
+  }
+
   /** The next frame (of `type`, if given, skipping PINGs); fails after `ms` or if the socket closes first. */
-  async next(type?: number, ms = 2000): Promise<RawFrame> {
-    const end = performance.now() + ms;
-    for (let i = 0; i < 10_000; i++) {
-      while (this.frames.length > 0) {
-        const f = this.frames.shift() as RawFrame;
-        if (f.type === FrameType.PING && type !== FrameType.PING) continue;
-        if (type === undefined || f.type === type) return f;
-      }
-      if (this.isClosed) assert.fail(`socket closed while waiting for a frame${type === undefined ? "" : ` of type ${type}`}`);
-      const left = end - performance.now();
-      if (left <= 0) break;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.wake = undefined;
-    }
-    return assert.fail(`no frame${type === undefined ? "" : ` of type ${type}`} within ${ms} ms`);
+  next(type?: number, ms = 2000): Promise<RawFrame> {
+    return this.inbox.next(type, ms);
   }
 
   /** Waits for the next ERROR frame and decodes it as `[code, message, data?]`. */

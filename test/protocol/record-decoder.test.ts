@@ -2,22 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { RecordDecoder } from "../../src/protocol/record-decoder.js";
 import { ErrorCode, RpcError } from "../../src/protocol/rpc-error.js";
-
-/** mulberry32: a tiny deterministic PRNG, so a failing seed can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function between(rand: () => number, min: number, max: number): number {
-  return min + Math.floor(rand() * (max - min + 1));
-}
+import { between, prng } from "./seeded-random.js";
 
 function body(size: number, fill: number): Buffer {
   const out = Buffer.alloc(size);
