@@ -62,7 +62,7 @@ export class ChannelCall implements StreamReceiver {
     connection.send(FrameType.CALL, streamId, payload, true);
     this.channel.attach(
       {
-        item: (value) => connection.sendValue(FrameType.ITEM, streamId, value),
+        item: (value) => connection.sendItem(streamId, value),
         end: () => connection.sendEmpty(FrameType.END, streamId),
         credit: (n) => connection.sendCredit(streamId, n),
         close: (reason) => {
@@ -89,10 +89,22 @@ export class ChannelCall implements StreamReceiver {
     try {
       switch (type) {
         case FrameType.ITEM:
-          if (!this.channel.receive(connection.codec.decode(payload))) {
+          if (!this.channel.receive(connection.codec.decode(payload), payload.length)) {
             this.abort(new RpcError(ErrorCode.PROTOCOL_ERROR, `channel ${this.channel.name}: server sent a message without credit`));
           }
           return;
+        case FrameType.ITEMS: {
+          const values = connection.decodeItems(payload);
+          if (!this.channel.receiveAll(values, payload.length)) {
+            this.abort(
+              new RpcError(
+                ErrorCode.PROTOCOL_ERROR,
+                `channel ${this.channel.name}: server sent ITEMS of ${values.length} messages beyond the credit`,
+              ),
+            );
+          }
+          return;
+        }
         case FrameType.END:
           this.channel.receiveEnd();
           return;

@@ -245,8 +245,21 @@ export class StreamingCall implements StreamReceiver, PumpSink, ServerStream<unk
             this.cancelWith(this.streamedError());
             return;
           }
-          if (!this.outputStream().push(connection.codec.decode(payload))) {
+          if (!this.outputStream().push(connection.codec.decode(payload), payload.length)) {
             this.cancelWith(new RpcError(ErrorCode.PROTOCOL_ERROR, `${this.method}: server sent an ITEM without credit`));
+          }
+          return;
+        }
+        case FrameType.ITEMS: {
+          if (this.mode === "unary") {
+            this.cancelWith(this.streamedError());
+            return;
+          }
+          const values = connection.decodeItems(payload);
+          if (!this.outputStream().pushAll(values, payload.length)) {
+            this.cancelWith(
+              new RpcError(ErrorCode.PROTOCOL_ERROR, `${this.method}: server sent ITEMS of ${values.length} items beyond the credit`),
+            );
           }
           return;
         }
@@ -276,7 +289,7 @@ export class StreamingCall implements StreamReceiver, PumpSink, ServerStream<unk
   // --- PumpSink: the streamed argument ---
 
   item(value: unknown): void {
-    if (!this.done) (this.connection as Connection).sendValue(FrameType.ITEM, this.streamId, value);
+    if (!this.done) (this.connection as Connection).sendItem(this.streamId, value);
   }
 
   end(): void {

@@ -94,7 +94,7 @@ export class UnaryCall implements StreamReceiver {
     try {
       if (type === FrameType.RESULT) this.resolve(this.connection.codec.decode(payload));
       else if (type === FrameType.ERROR) this.reject(errorFromBody(this.connection.codec.decode(payload)));
-      else if (type === FrameType.ITEM || type === FrameType.END) {
+      else if (type === FrameType.ITEM || type === FrameType.ITEMS || type === FrameType.END) {
         this.connection.cancelStream(this.streamId);
         this.reject(
           new RpcError(

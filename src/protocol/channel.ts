@@ -128,9 +128,14 @@ export class Channel<Send = unknown, Receive = unknown> implements AsyncIterable
     if (this.ended && this.queue.length === 0) transport.end();
   }
 
-  /** A message from the other end. Returns false if it came without credit. */
-  receive(message: Receive): boolean {
-    return this.inbound.push(message);
+  /** A message from the other end (`bytes`: its encoded size). Returns false if it came without credit. */
+  receive(message: Receive, bytes: number): boolean {
+    return this.inbound.push(message, bytes);
+  }
+
+  /** Messages from the other end that came in one ITEMS frame. Returns false, taking none, if they exceed the credit. */
+  receiveAll(messages: Receive[], bytes: number): boolean {
+    return this.inbound.pushAll(messages, bytes);
   }
 
   /** The other end half-closed. */

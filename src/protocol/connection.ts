@@ -21,6 +21,7 @@ export const DEFAULT_LIMITS: Limits = {
   maxMessageSize: 64 * 1024 * 1024,
   maxConcurrentStreams: 10_000,
   streamWindow: 256,
+  maxBatchItems: 1024,
 };
 
 /** The states of a {@link Connection}. */
@@ -142,12 +143,22 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost {
   private heldRecordBytes: Buffer[] | undefined;
   /** Set by {@link sendOnlyRecords}. */
   private recordsOnly = false;
+  /** Most items per ITEMS frame to the peer; 0 (before the handshake, or when the peer takes none) sends every item alone. */
+  private batchItems = 0;
+  /** Largest ITEMS payload to the peer: one frame, within its maxMessageSize. */
+  private batchBytes = 0;
 
   constructor(socket: Socket, owner: ConnectionOwner, options: ConnectionOptions) {
     this.socket = socket;
     this.owner = owner;
     this.role = options.role;
-    this.limits = options.limits;
+    // The ITEMS array is an array like any other to the decoder, so no more
+    // items per frame are announced than the array length limit allows.
+    const maxArray = options.codec?.maxArrayLength;
+    this.limits =
+      maxArray !== undefined && options.limits.maxBatchItems !== undefined && options.limits.maxBatchItems > maxArray
+        ? { ...options.limits, maxBatchItems: maxArray }
+        : options.limits;
     this.nextLocalStream = options.role === "client" ? 1 : 2;
     this.fragmentSize = options.fragmentSize ?? 64 * 1024;
     // No string or binary can be larger than the message holding it, so by
@@ -243,6 +254,12 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost {
     this.decoder.allowedFlags = FrameFlag.FOLLOWS | (chain?.flags ?? 0);
     this.decoder.maxFrameSize = this.limits.maxFrameSize;
     this.writer.fragmentSize = Math.min(this.fragmentSize, peerLimits.maxFrameSize);
+    // Compressed messages are compressed whole, so items are not batched
+    // into frames that would then have to be compressed again.
+    if (this.chain === undefined && peerLimits.maxBatchItems !== undefined) {
+      this.batchItems = peerLimits.maxBatchItems;
+      this.batchBytes = Math.min(this.writer.fragmentSize, peerLimits.maxMessageSize);
+    }
     this.keepalive?.start();
   }
 
@@ -391,6 +408,30 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost {
   /** Encodes `value` and sends it as one message. */
   sendValue(type: number, streamId: number, value: unknown): void {
     this.send(type, streamId, this.codec.encodeShared(value));
+  }
+
+  /**
+   * Sends one item of a stream. Items of a stream queued in the same turn
+   * share ITEMS frames when the peer accepts them (its `maxBatchItems`):
+   * one frame header, one decode and one dispatch for many small items.
+   * Credit still counts each item.
+   */
+  sendItem(streamId: number, value: unknown): void {
+    const bytes = this.codec.encodeShared(value);
+    if (this.batchItems === 0 || !this.writer.writeItem(streamId, bytes, this.batchItems, this.batchBytes)) {
+      this.send(FrameType.ITEM, streamId, bytes);
+    }
+  }
+
+  /**
+   * The items of an ITEMS message from the peer. Throws PROTOCOL_ERROR when
+   * it is malformed, holds more than this side's `maxBatchItems`, or this side
+   * announced none (then the peer should not have sent one).
+   */
+  decodeItems(payload: Uint8Array): unknown[] {
+    const max = this.limits.maxBatchItems;
+    if (max === undefined) throw new RpcError(ErrorCode.PROTOCOL_ERROR, "ITEMS frame, but this side announced no maxBatchItems");
+    return this.codec.decodeItems(payload, max);
   }
 
   /** Sends a message without payload (END, CANCEL), in order after the stream's earlier messages. */

@@ -1,4 +1,4 @@
-import { FRAME_HEADER_SIZE, FrameFlag, writeFrameHeader } from "./frame.js";
+import { FRAME_HEADER_SIZE, FrameFlag, FrameType, writeFrameHeader } from "./frame.js";
 
 /** What a {@link FrameWriter} needs of a socket. */
 export interface FrameSocket {
@@ -42,6 +42,9 @@ type WriterSocket = FrameSocket & { [kWriter]: FrameWriter };
 
 const MIN_SLAB = 2048;
 const MAX_SLAB = 64 * 1024;
+/** An ITEMS payload starts with a MessagePack array32 header (0xdd, count:u32be), so items can be appended in place. */
+const ITEMS_HEADER_SIZE = 5;
+const ARRAY32 = 0xdd;
 
 /**
  * Outgoing side of a connection. Small frames are copied into a slab and
@@ -76,6 +79,15 @@ export class FrameWriter {
   /** A write returned false and the socket has not emitted `drain` since: one is coming. */
   private drainPending = false;
   private closed = false;
+  /**
+   * Where the frame of the last item written sits in the slab while it is
+   * still the batch's last frame (so more items of its stream can join it);
+   * -1 otherwise.
+   */
+  private itemAt = -1;
+  private itemStream = 0;
+  /** Items in that frame: 1 is an ITEM, more an ITEMS. */
+  private itemCount = 0;
 
   constructor(socket: FrameSocket, options: FrameWriterOptions = {}) {
     this.socket = socket;
@@ -109,6 +121,7 @@ export class FrameWriter {
   /** Queues one frame; `payload` is copied at once, so the caller may reuse it. */
   writeFrame(type: number, flags: number, streamId: number, payload?: Uint8Array): void {
     if (this.closed) return;
+    this.itemAt = -1;
     const length = payload === undefined ? 0 : payload.length;
     const at = this.reserve(FRAME_HEADER_SIZE + length);
     const slab = this.slab as Buffer;
@@ -121,6 +134,7 @@ export class FrameWriter {
   /** Queues one frame whose payload is `first` then `second`, copied at once (the caller need not join them). */
   writeFrameParts(type: number, flags: number, streamId: number, first: Uint8Array, second: Uint8Array): void {
     if (this.closed) return;
+    this.itemAt = -1;
     const length = first.length + second.length;
     const at = this.reserve(FRAME_HEADER_SIZE + length);
     const slab = this.slab as Buffer;
@@ -129,6 +143,63 @@ export class FrameWriter {
     slab.set(second, at + FRAME_HEADER_SIZE + first.length);
     this.used = at + FRAME_HEADER_SIZE + length;
     this.schedule();
+  }
+
+  /**
+   * Queues one encoded item of a stream (copied at once). When the frame
+   * written just before is an item of the same stream, the item joins it:
+   * that frame becomes (or stays) an ITEMS frame whose payload is a
+   * MessagePack array, up to `maxItems` items and `maxBytes` of payload.
+   * Otherwise it goes out as an ITEM, which later items may join in turn,
+   * so a lone item costs nothing extra. Returns false, queuing nothing, when
+   * the item must go as an ordinary message instead: it is too large to
+   * share a frame, or large messages of the stream are still queued ahead.
+   */
+  writeItem(streamId: number, item: Uint8Array, maxItems: number, maxBytes: number): boolean {
+    if (this.closed) return true;
+    const length = item.length;
+    if (length + ITEMS_HEADER_SIZE > maxBytes || this.hasQueued(streamId)) return false;
+    let at = this.itemAt;
+    if (at >= 0 && this.itemStream === streamId && this.itemCount < maxItems) {
+      const count = this.itemCount;
+      const grows = count === 1 ? ITEMS_HEADER_SIZE + length : length;
+      const payloadLength = this.used - at - FRAME_HEADER_SIZE;
+      if (payloadLength + grows <= maxBytes && this.makeRoom(grows)) {
+        at = this.itemAt;
+        const slab = this.slab as Buffer;
+        const payloadAt = at + FRAME_HEADER_SIZE;
+        if (count === 1) {
+          // The lone ITEM becomes an ITEMS: its value moves behind the array header.
+          slab.copyWithin(payloadAt + ITEMS_HEADER_SIZE, payloadAt, this.used);
+          slab[payloadAt] = ARRAY32;
+          slab[at + 4] = FrameType.ITEMS;
+          this.used += ITEMS_HEADER_SIZE;
+        }
+        slab.set(item, this.used);
+        this.used += length;
+        this.itemCount = count + 1;
+        slab.writeUInt32BE(count + 1, payloadAt + 1);
+        slab.writeUInt32BE(payloadLength + grows, at);
+        return true;
+      }
+    }
+    this.writeFrame(FrameType.ITEM, 0, streamId, item);
+    this.itemAt = this.used - FRAME_HEADER_SIZE - length;
+    this.itemStream = streamId;
+    this.itemCount = 1;
+    return true;
+  }
+
+  /**
+   * Makes `n` more bytes available right after the batch's last frame without
+   * splitting the batch; false when the batch would outgrow the largest slab.
+   */
+  private makeRoom(n: number): boolean {
+    const slab = this.slab as Buffer;
+    if (slab.length - this.used >= n) return true;
+    if (this.used - this.batchStart + n > MAX_SLAB) return false;
+    this.reserve(n);
+    return this.itemAt >= 0;
   }
 
   /** Whether large messages of `streamId` are still being fragmented out (a new message must queue behind them). */
@@ -177,6 +248,7 @@ export class FrameWriter {
   /** Writes what is queued now instead of at the end of the turn. */
   flush(): void {
     this.scheduled = false;
+    this.itemAt = -1;
     if (this.closed || this.socket.destroyed) return;
     const bulk = this.bulk;
     if (bulk !== undefined && bulk.size > 0 && !this.waitingDrain) this.fillFragments(bulk);
@@ -221,6 +293,7 @@ export class FrameWriter {
   /** Stops writing; queued frames are discarded. */
   close(): void {
     this.closed = true;
+    this.itemAt = -1;
     this.bulk = undefined;
     this.ready.length = 0;
     this.slab = null;
@@ -266,12 +339,14 @@ export class FrameWriter {
       this.slabSize = Math.min(MAX_SLAB, Math.max(this.slabSize * 2, pending + n));
       const larger = Buffer.allocUnsafe(this.slabSize);
       slab.copy(larger, 0, this.batchStart, this.used);
+      if (this.itemAt >= 0) this.itemAt -= this.batchStart;
       this.slab = larger;
       this.used = pending;
       this.batchStart = 0;
       return pending;
     }
     if (slab !== null && pending > 0) this.ready.push(slab.subarray(this.batchStart, this.used));
+    this.itemAt = -1;
     // Idle connections keep no slab, and busy ones grow theirs up to 64 KiB.
     this.slab = Buffer.allocUnsafe(Math.max(n, this.slabSize));
     this.used = 0;

@@ -34,13 +34,18 @@ export const FrameType = {
   PONG: 0x0b,
   /** Graceful close: no new streams; names the last peer stream handled. Stream 0. */
   GOAWAY: 0x0c,
+  /**
+   * Several items of a stream in one frame: a MessagePack array, each element
+   * one item. Sent only to a peer that announced `maxBatchItems`.
+   */
+  ITEMS: 0x0d,
 } as const;
 
 /** One of the {@link FrameType} values. */
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
 /** The highest frame type this version knows; anything above is a protocol error. */
-export const MAX_FRAME_TYPE = FrameType.GOAWAY;
+export const MAX_FRAME_TYPE = FrameType.ITEMS;
 
 /**
  * Header flag bits (byte 5). Unknown bits are a protocol error, and so is

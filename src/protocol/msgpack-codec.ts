@@ -86,15 +86,15 @@ interface DecoderStackPool {
  * where the decoder pushes a level. The pinned version's stack pool is checked
  * for at construction and by a test, so an upgrade that changes it fails loudly.
  */
-function limitDepth(decoder: Decoder, maxDepth: number): void {
+function limitDepth(decoder: Decoder, depth: { max: number }): void {
   const pool = (decoder as unknown as { stack?: DecoderStackPool }).stack;
   if (pool === undefined || typeof pool.getUninitializedStateFromPool !== "function") {
     throw new Error("rapt: unsupported @msgpack/msgpack version (no decoder stack pool to limit depth)");
   }
   const push = pool.getUninitializedStateFromPool.bind(pool);
   pool.getUninitializedStateFromPool = () => {
-    if (pool.stackHeadPosition + 1 >= maxDepth) {
-      throw new RpcError(ErrorCode.PROTOCOL_ERROR, `MessagePack value nested deeper than ${maxDepth} levels`);
+    if (pool.stackHeadPosition + 1 >= depth.max) {
+      throw new RpcError(ErrorCode.PROTOCOL_ERROR, `MessagePack value nested deeper than ${depth.max} levels`);
     }
     return push();
   };
@@ -131,6 +131,9 @@ export function sharedCodec(limits: CodecLimits = {}): MsgpackCodec {
 export class MsgpackCodec {
   private readonly encoder: Encoder;
   private readonly decoder: Decoder;
+  /** The decoder's depth limit; an ITEMS array is let one level deeper so its items have the full depth. */
+  private readonly depth: { max: number };
+  private readonly maxDepth: number;
 
   constructor(limits: CodecLimits = {}) {
     const extensionCodec = makeCodec();
@@ -146,7 +149,9 @@ export class MsgpackCodec {
       maxMapLength: limits.maxMapLength ?? 100_000,
       maxExtLength: limits.maxExtLength ?? 1024,
     });
-    limitDepth(this.decoder, maxDepth);
+    this.maxDepth = maxDepth;
+    this.depth = { max: maxDepth };
+    limitDepth(this.decoder, this.depth);
   }
 
   /**
@@ -169,6 +174,30 @@ export class MsgpackCodec {
   }
 
   /**
+   * Decodes an ITEMS payload: one MessagePack array of 1 to `maxItems`
+   * values filling `bytes`, each an item. The count is read from the array
+   * header and checked before anything is decoded; the array itself does not
+   * count against the depth limit, so each item may nest as deep as a value
+   * sent alone. Throws an {@link RpcError} PROTOCOL_ERROR naming the problem.
+   */
+  decodeItems(bytes: Uint8Array, maxItems: number): unknown[] {
+    const count = itemsCount(bytes);
+    if (count === 0) throw new RpcError(ErrorCode.PROTOCOL_ERROR, "malformed ITEMS: the array is empty");
+    if (count > maxItems) {
+      throw new RpcError(ErrorCode.PROTOCOL_ERROR, `ITEMS of ${count} items exceeds maxBatchItems (${maxItems})`, {
+        count,
+        limit: maxItems,
+      });
+    }
+    this.depth.max = this.maxDepth + 1;
+    try {
+      return this.decode(bytes) as unknown[];
+    } finally {
+      this.depth.max = this.maxDepth;
+    }
+  }
+
+  /**
    * Decodes exactly one value filling `bytes`. Throws an {@link RpcError}
    * PROTOCOL_ERROR naming the problem on malformed input or a broken limit.
    */
@@ -180,4 +209,15 @@ export class MsgpackCodec {
       throw new RpcError(ErrorCode.PROTOCOL_ERROR, `malformed MessagePack: ${(error as Error).message}`);
     }
   }
+}
+
+/** The element count of the MessagePack array an ITEMS payload must be, from its header alone. */
+function itemsCount(bytes: Uint8Array): number {
+  const head = bytes.length === 0 ? -1 : (bytes[0] as number);
+  if (head >= 0x90 && head <= 0x9f) return head & 0x0f;
+  if (head === 0xdc && bytes.length >= 3) return ((bytes[1] as number) << 8) | (bytes[2] as number);
+  if (head === 0xdd && bytes.length >= 5) {
+    return (((bytes[1] as number) << 24) >>> 0) + (((bytes[2] as number) << 16) | ((bytes[3] as number) << 8) | (bytes[4] as number));
+  }
+  throw new RpcError(ErrorCode.PROTOCOL_ERROR, "malformed ITEMS: the payload is not a MessagePack array");
 }

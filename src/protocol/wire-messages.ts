@@ -29,6 +29,11 @@ export interface Limits {
    * granted more with CREDIT. Absent means {@link DEFAULT_STREAM_WINDOW}.
    */
   streamWindow?: number & tags.Type<"uint32"> & tags.Minimum<1>;
+  /**
+   * Most items this side accepts in one ITEMS frame. Absent means it takes
+   * no ITEMS frames: the peer sends each item in its own ITEM.
+   */
+  maxBatchItems?: number & tags.Type<"uint32"> & tags.Minimum<1>;
 }
 
 /** The stream window of a side that does not announce one. */

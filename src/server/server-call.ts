@@ -147,7 +147,7 @@ export class ServerCall implements CallContext, CallMiddlewareContext, StreamRec
     const channel = new Channel(this.method, connection.streamWindow);
     channel.attach(
       {
-        item: (value) => connection.sendValue(FrameType.ITEM, streamId, value),
+        item: (value) => connection.sendItem(streamId, value),
         end: () => connection.sendEmpty(FrameType.END, streamId),
         credit: (n) => connection.sendCredit(streamId, n),
         // The server's final frame: RESULT carrying the reason.
@@ -201,7 +201,7 @@ export class ServerCall implements CallContext, CallMiddlewareContext, StreamRec
   // --- PumpSink: the handler's result stream ---
 
   item(value: unknown): void {
-    if (!this.done) this.host.connection.sendValue(FrameType.ITEM, this.streamId, value);
+    if (!this.done) this.host.connection.sendItem(this.streamId, value);
   }
 
   end(): void {
@@ -247,8 +247,21 @@ export class ServerCall implements CallContext, CallMiddlewareContext, StreamRec
         if (receiver === undefined) break;
         try {
           const value = this.host.connection.codec.decode(payload);
-          if (!(receiver instanceof Channel ? receiver.receive(value) : receiver.push(value))) {
+          if (!(receiver instanceof Channel ? receiver.receive(value, payload.length) : receiver.push(value, payload.length))) {
             this.violation(new RpcError(ErrorCode.PROTOCOL_ERROR, `${this.method}: ITEM sent without credit`));
+          }
+        } catch (error) {
+          this.violation(RpcError.from(error, ErrorCode.PROTOCOL_ERROR));
+        }
+        return;
+      }
+      case FrameType.ITEMS: {
+        const receiver = this.input ?? this.channel;
+        if (receiver === undefined) break;
+        try {
+          const values = this.host.connection.decodeItems(payload);
+          if (!(receiver instanceof Channel ? receiver.receiveAll(values, payload.length) : receiver.pushAll(values, payload.length))) {
+            this.violation(new RpcError(ErrorCode.PROTOCOL_ERROR, `${this.method}: ITEMS of ${values.length} items exceeds the credit`));
           }
         } catch (error) {
           this.violation(RpcError.from(error, ErrorCode.PROTOCOL_ERROR));

@@ -92,8 +92,8 @@ export function frame(type: number, flags: number, streamId: number, payload: Ui
 export const RAW_LIMITS = { maxFrameSize: 1024 * 1024, maxMessageSize: 16 * 1024 * 1024, maxConcurrentStreams: 100 };
 
 /** A HELLO frame. */
-export function helloFrame(version = PROTOCOL_VERSION, metadata?: Record<string, string>): Buffer {
-  const hello: Record<string, unknown> = { version, limits: RAW_LIMITS };
+export function helloFrame(version = PROTOCOL_VERSION, metadata?: Record<string, string>, limits: object = RAW_LIMITS): Buffer {
+  const hello: Record<string, unknown> = { version, limits };
   if (metadata !== undefined) hello.metadata = metadata;
   return frame(FrameType.HELLO, 0, 0, encode(hello));
 }
@@ -247,10 +247,10 @@ export class RawPeer {
     return { admitted: false, code, message, data };
   }
 
-  /** Connects and completes the handshake; resolves once WELCOME is in. */
-  static async open(target: number | string): Promise<RawPeer> {
+  /** Connects and completes the handshake (announcing `limits`); resolves once WELCOME is in. */
+  static async open(target: number | string, limits: object = RAW_LIMITS): Promise<RawPeer> {
     const peer = await RawPeer.connect(target);
-    peer.write(helloFrame());
+    peer.write(helloFrame(PROTOCOL_VERSION, undefined, limits));
     const welcome = await peer.next();
     assert.equal(welcome.type, FrameType.WELCOME);
     return peer;

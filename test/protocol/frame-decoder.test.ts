@@ -293,7 +293,7 @@ describe("FrameDecoder", () => {
   });
 
   it("rejects unknown frame types", () => {
-    for (const type of [0x00, 0x0d, 0xff]) {
+    for (const type of [0x00, 0x0e, 0xff]) {
       const { decoder } = recorder({ maxFrameSize: 1024 });
       const name = type.toString(16).padStart(2, "0");
       assert.throws(() => decoder.push(header(0, type, 0, 1)), isProtocolError(new RegExp(`unknown frame type 0x${name}`)));
@@ -310,7 +310,7 @@ describe("FrameDecoder", () => {
   it("delivers the frames before a bad header, then nothing after the error", () => {
     const { decoder, frames } = recorder({ maxFrameSize: 1024 });
     const good: Frame = { type: FrameType.ITEM, flags: 0, streamId: 1, payload: Buffer.from("ok") };
-    const bad = header(0, 0x0d, 0, 1);
+    const bad = header(0, 0x0e, 0, 1);
     assert.throws(() => decoder.push(Buffer.concat([encodeFrame(good), bad, encodeFrame(good)])), isProtocolError());
     assertFramesEqual(frames, [good], "before the error");
     // Valid frames pushed afterwards are ignored, whole or split.

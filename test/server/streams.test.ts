@@ -3,6 +3,7 @@ import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Client, type ServerStream } from "../../src/client/index.js";
 import { type CallContext, RpcError, Server } from "../../src/server/index.js";
+import { MAX_WINDOW_FACTOR } from "../../src/protocol/inbound-stream.js";
 import { deferred, rejectsWith, waitFor, within } from "../integration/helpers.js";
 
 /** Server streams over loopback: items, flow control, early endings, errors. */
@@ -17,11 +18,11 @@ describe("server streams", () => {
     async *count(n: number): AsyncGenerator<number> {
       for (let i = 0; i < n; i++) yield i;
     },
-    async *endless(this: CallContext): AsyncGenerator<number> {
+    async *endless(this: CallContext, padding = 0): AsyncGenerator<number | string> {
       try {
         for (let i = 0; ; i++) {
           pulled++;
-          yield i;
+          yield padding === 0 ? i : `${i}`.padEnd(padding, ".");
         }
       } finally {
         finallyRan.resolve(`endless finally, signal ${this.signal.aborted ? "aborted" : "not aborted"}`);
@@ -81,20 +82,38 @@ describe("server streams", () => {
     assert.deepEqual(items, []);
   });
 
-  it("a stalled consumer stops the producer at the window, and it stays there", async () => {
+  it("a stalled consumer stops the producer: small items at most 16 windows, and it stays there", async () => {
     pulled = 0;
     finallyRan = deferred<string>();
     const iterator = client.stream<number>("s.endless")[Symbol.asyncIterator]();
     assert.deepEqual(await iterator.next(), { done: false, value: 0 });
     await sleep(150);
     const first = pulled;
-    // The generator runs one step ahead of what it may send: at most window + 1.
-    assert.ok(first <= WINDOW + 1, `producer pulled ${first} items with a window of ${WINDOW}`);
+    // Small items raise the credit past the window (to keep a fast producer
+    // busy), never past MAX_WINDOW_FACTOR windows; the generator runs one step
+    // ahead of what it may send.
+    assert.ok(first <= WINDOW * MAX_WINDOW_FACTOR + 1, `producer pulled ${first} items with a window of ${WINDOW}`);
     await sleep(300);
     assert.equal(pulled, first, "the producer kept pulling while the consumer was stalled");
     // Reading resumes the flow.
-    for (let i = 1; i <= 3 * WINDOW; i++) assert.deepEqual(await iterator.next(), { done: false, value: i });
+    for (let i = 1; i <= 3 * first; i++) assert.deepEqual(await iterator.next(), { done: false, value: i });
     assert.ok(pulled > first);
+    await iterator.return?.();
+    assert.match(await within(finallyRan.promise, 2000, "generator finally"), /endless finally/);
+  });
+
+  it("a stalled consumer of large items holds the producer at the window", async () => {
+    pulled = 0;
+    finallyRan = deferred<string>();
+    // 64 KiB items: four fill the stream's byte budget, so the credit stays at the window.
+    const iterator = client.stream<string>("s.endless", [64 * 1024])[Symbol.asyncIterator]();
+    assert.equal(((await iterator.next()).value as string).length, 64 * 1024);
+    await sleep(150);
+    const first = pulled;
+    assert.ok(first >= WINDOW && first <= WINDOW + 1, `producer pulled ${first} items with a window of ${WINDOW}`);
+    await sleep(200);
+    assert.equal(pulled, first, "the producer kept pulling while the consumer was stalled");
+    for (let i = 1; i <= 2 * WINDOW; i++) assert.ok(((await iterator.next()).value as string).startsWith(`${i}.`));
     await iterator.return?.();
     assert.match(await within(finallyRan.promise, 2000, "generator finally"), /endless finally/);
   });
