@@ -23,6 +23,12 @@ export interface FrameWriterOptions {
   highWaterMark?: number;
 }
 
+/** Encodes a value straight into a buffer; see {@link FrameWriter.writeItemInPlace}. */
+export interface InPlaceEncoder {
+  /** Writes `value` into `target` from `offset`, before `end`; returns the bytes written, or -1 if it cannot (then nothing is used). */
+  encodeInto(value: unknown, target: Buffer, offset: number, end: number): number;
+}
+
 /**
  * Turns a write batch (the frame bytes of one flush, in order) into the
  * chunks that go to the socket instead; see {@link FrameWriter.output}.
@@ -187,6 +193,50 @@ export class FrameWriter {
     this.itemAt = this.used - FRAME_HEADER_SIZE - length;
     this.itemStream = streamId;
     this.itemCount = 1;
+    return true;
+  }
+
+  /**
+   * {@link writeItem} for a value not yet encoded: `encoder` writes it
+   * straight into the outgoing batch, so a small item costs no buffer, view
+   * or copy of its own. Returns false, queuing nothing, when that is not
+   * possible here (no room left in the slab, a value the encoder cannot
+   * write, large messages of the stream queued ahead): the caller then
+   * encodes the item and uses {@link writeItem}.
+   */
+  writeItemInPlace(streamId: number, encoder: InPlaceEncoder, value: unknown, maxItems: number, maxBytes: number): boolean {
+    const slab = this.slab;
+    if (this.closed || slab === null || this.hasQueued(streamId)) return false;
+    const at = this.itemAt;
+    if (at >= 0 && this.itemStream === streamId && this.itemCount < maxItems) {
+      const count = this.itemCount;
+      const payloadAt = at + FRAME_HEADER_SIZE;
+      // A lone ITEM becomes an ITEMS: the new item goes after room for the array header.
+      const start = count === 1 ? this.used + ITEMS_HEADER_SIZE : this.used;
+      const length = encoder.encodeInto(value, slab, start, Math.min(slab.length, payloadAt + maxBytes));
+      if (length < 0) return false;
+      if (count === 1) {
+        slab.copyWithin(payloadAt + ITEMS_HEADER_SIZE, payloadAt, this.used);
+        slab[payloadAt] = ARRAY32;
+        slab[at + 4] = FrameType.ITEMS;
+      }
+      this.used = start + length;
+      this.itemCount = count + 1;
+      slab.writeUInt32BE(count + 1, payloadAt + 1);
+      slab.writeUInt32BE(this.used - payloadAt, at);
+      return true;
+    }
+    const payloadAt = this.used + FRAME_HEADER_SIZE;
+    if (payloadAt >= slab.length) return false;
+    // Alone, an item must leave room for the array header to be batchable (as in writeItem).
+    const length = encoder.encodeInto(value, slab, payloadAt, Math.min(slab.length, payloadAt + maxBytes - ITEMS_HEADER_SIZE));
+    if (length < 0) return false;
+    writeFrameHeader(slab, this.used, length, FrameType.ITEM, 0, streamId);
+    this.itemAt = this.used;
+    this.itemStream = streamId;
+    this.itemCount = 1;
+    this.used = payloadAt + length;
+    this.schedule();
     return true;
   }
 

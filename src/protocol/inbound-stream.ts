@@ -87,8 +87,8 @@ export class InboundStream<T = unknown> implements AsyncIterableIterator<T> {
    * when they are more than the sender's credit.
    */
   pushAll(items: T[], bytes: number): boolean {
-    if (this.closed) return true;
     const count = items.length;
+    if (this.closed || count === 0) return true;
     if (count > this.outstanding) return false;
     this.outstanding -= count;
     this.measure(bytes, count);
@@ -157,6 +157,10 @@ export class InboundStream<T = unknown> implements AsyncIterableIterator<T> {
       this.head = 0;
       this.host.abandon();
     }
+    // A next() still waiting (a consumer calling return() without awaiting it) ends too.
+    const waiting = this.waiting;
+    this.waiting = undefined;
+    waiting?.resolve(DONE);
     return Promise.resolve(DONE);
   }
 

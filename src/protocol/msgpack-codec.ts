@@ -1,4 +1,5 @@
 import { Decoder, EXT_TIMESTAMP, Encoder, ExtensionCodec, decodeTimestampExtension, encodeTimestampExtension } from "@msgpack/msgpack";
+import { PlainEncoder } from "./plain-encoder.js";
 import { ErrorCode, RpcError } from "./rpc-error.js";
 
 /** MessagePack extension type carrying a BigInt as its signed decimal digits (ASCII). */
@@ -86,15 +87,15 @@ interface DecoderStackPool {
  * where the decoder pushes a level. The pinned version's stack pool is checked
  * for at construction and by a test, so an upgrade that changes it fails loudly.
  */
-function limitDepth(decoder: Decoder, depth: { max: number }): void {
+function limitDepth(decoder: Decoder, maxDepth: number, depth: { extra: number }): void {
   const pool = (decoder as unknown as { stack?: DecoderStackPool }).stack;
   if (pool === undefined || typeof pool.getUninitializedStateFromPool !== "function") {
     throw new Error("rapt: unsupported @msgpack/msgpack version (no decoder stack pool to limit depth)");
   }
   const push = pool.getUninitializedStateFromPool.bind(pool);
   pool.getUninitializedStateFromPool = () => {
-    if (pool.stackHeadPosition + 1 >= depth.max) {
-      throw new RpcError(ErrorCode.PROTOCOL_ERROR, `MessagePack value nested deeper than ${depth.max} levels`);
+    if (pool.stackHeadPosition + 1 >= maxDepth + depth.extra) {
+      throw new RpcError(ErrorCode.PROTOCOL_ERROR, `MessagePack value nested deeper than ${maxDepth} levels`);
     }
     return push();
   };
@@ -130,10 +131,11 @@ export function sharedCodec(limits: CodecLimits = {}): MsgpackCodec {
  */
 export class MsgpackCodec {
   private readonly encoder: Encoder;
+  /** Plain values, most of what is sent, take this faster path; the rest go to `encoder`. */
+  private readonly plain: PlainEncoder;
   private readonly decoder: Decoder;
-  /** The decoder's depth limit; an ITEMS array is let one level deeper so its items have the full depth. */
-  private readonly depth: { max: number };
-  private readonly maxDepth: number;
+  /** Levels allowed past the depth limit: 1 while decoding an ITEMS array, whose items have the full depth. */
+  private readonly depth = { extra: 0 };
 
   constructor(limits: CodecLimits = {}) {
     const extensionCodec = makeCodec();
@@ -141,6 +143,7 @@ export class MsgpackCodec {
     // The encoder counts the leaf inside the deepest array or map as a level,
     // the decoder only the containers: +1 makes both accept the same values.
     this.encoder = new Encoder({ extensionCodec, maxDepth: maxDepth + 1, ignoreUndefined: false });
+    this.plain = new PlainEncoder(maxDepth + 1);
     this.decoder = new Decoder({
       extensionCodec,
       maxStrLength: limits.maxStrLength ?? 64 * 1024 * 1024,
@@ -149,9 +152,7 @@ export class MsgpackCodec {
       maxMapLength: limits.maxMapLength ?? 100_000,
       maxExtLength: limits.maxExtLength ?? 1024,
     });
-    this.maxDepth = maxDepth;
-    this.depth = { max: maxDepth };
-    limitDepth(this.decoder, this.depth);
+    limitDepth(this.decoder, maxDepth, this.depth);
   }
 
   /**
@@ -160,11 +161,22 @@ export class MsgpackCodec {
    * {@link RpcError} INVALID_ARGUMENT for values MessagePack cannot carry.
    */
   encodeShared(value: unknown): Uint8Array {
+    const plain = this.plain.encode(value);
+    if (plain !== undefined) return plain;
     try {
       return this.encoder.encodeSharedRef(value);
     } catch (error) {
       throw new RpcError(ErrorCode.INVALID_ARGUMENT, `value cannot be encoded as MessagePack: ${(error as Error).message}`);
     }
+  }
+
+  /**
+   * Encodes a plain value (see {@link PlainEncoder}) straight into `target`
+   * from `offset`, before `end`; returns the bytes written, or -1 for a value
+   * that is not plain data or does not fit (use {@link encodeShared} then).
+   */
+  encodeInto(value: unknown, target: Buffer, offset: number, end: number): number {
+    return this.plain.encodeInto(value, target, offset, end);
   }
 
   /** Encodes into a new buffer the caller owns. */
@@ -189,11 +201,11 @@ export class MsgpackCodec {
         limit: maxItems,
       });
     }
-    this.depth.max = this.maxDepth + 1;
+    this.depth.extra = 1;
     try {
       return this.decode(bytes) as unknown[];
     } finally {
-      this.depth.max = this.maxDepth;
+      this.depth.extra = 0;
     }
   }
 

@@ -1,0 +1,257 @@
+/**
+ * MessagePack encoding of plain values (nil, booleans, numbers, strings,
+ * Uint8Array, arrays and plain objects), byte for byte what @msgpack/msgpack
+ * writes for them, in a third of the time: the general encoder asks its
+ * extension codec about every object and goes through a DataView for every
+ * byte, which for the small values of calls and stream items was most of
+ * the cost of sending them. Anything else (Date, BigInt, class instances,
+ * other typed arrays, integers beyond 32 bits, nesting past the limit)
+ * makes {@link PlainEncoder.encode} give up, and the caller encodes the
+ * whole value with the general encoder instead.
+ */
+export class PlainEncoder {
+  /** Where bytes go: the own buffer, or a caller's (see {@link encodeInto}). */
+  private buffer: Buffer;
+  private pos = 0;
+  /** End of the room in `buffer`; the own buffer grows past it, a caller's does not. */
+  private limit: number;
+  private own: Buffer = Buffer.allocUnsafe(2048);
+  private busy = false;
+  /** Deepest level a value may sit at; the outermost value is level 1 (as the general encoder counts). */
+  private readonly maxLevel: number;
+
+  /** `maxLevel`: the general encoder's `maxDepth`, so both refuse the same values. */
+  constructor(maxLevel: number) {
+    this.maxLevel = maxLevel;
+    this.buffer = this.own;
+    this.limit = this.own.length;
+  }
+
+  /**
+   * Encodes `value` into this encoder's buffer and returns a view of it, valid
+   * until the next call; undefined when the value holds anything but plain
+   * data (nothing useful is left in the buffer then).
+   */
+  encode(value: unknown): Uint8Array | undefined {
+    if (this.busy) return undefined;
+    this.busy = true;
+    this.buffer = this.own;
+    this.limit = this.own.length;
+    this.pos = 0;
+    try {
+      return this.write(value, 1) ? this.buffer.subarray(0, this.pos) : undefined;
+    } finally {
+      // Grown while encoding: keep the larger buffer.
+      this.own = this.buffer;
+      this.busy = false;
+    }
+  }
+
+  /**
+   * Encodes `value` straight into `target` from `offset`, using no byte at or
+   * past `end`, and returns the number of bytes written: no view and no copy,
+   * for a sender that has room in its outgoing buffer. Returns -1 when the
+   * value is not plain data or does not fit (room is checked with each
+   * value's largest header, so it may give up up to 9 bytes before `end`);
+   * the bytes from `offset` on are then garbage.
+   */
+  encodeInto(value: unknown, target: Buffer, offset: number, end: number): number {
+    // A getter or proxy trap that encodes while this encoder is busy gets the
+    // general encoder, which copes with re-entry.
+    if (this.busy) return -1;
+    this.busy = true;
+    this.buffer = target;
+    this.limit = end;
+    this.pos = offset;
+    try {
+      return this.write(value, 1) ? this.pos - offset : -1;
+    } finally {
+      this.buffer = this.own;
+      this.busy = false;
+    }
+  }
+
+  private write(value: unknown, level: number): boolean {
+    if (level > this.maxLevel) return false;
+    switch (typeof value) {
+      case "number":
+        return this.number(value);
+      case "string":
+        return this.string(value);
+      case "boolean":
+        if (!this.ensure(1)) return false;
+        this.buffer[this.pos++] = value ? 0xc3 : 0xc2;
+        return true;
+      case "undefined":
+        if (!this.ensure(1)) return false;
+        this.buffer[this.pos++] = 0xc0;
+        return true;
+      case "object":
+        if (value === null) {
+          if (!this.ensure(1)) return false;
+          this.buffer[this.pos++] = 0xc0;
+          return true;
+        }
+        if (Array.isArray(value)) return this.array(value, level);
+        if (value instanceof Uint8Array) return this.binary(value);
+        return this.map(value as Record<string, unknown>, level);
+      default:
+        return false;
+    }
+  }
+
+  private number(n: number): boolean {
+    if (!this.ensure(9)) return false;
+    const b = this.buffer;
+    let p = this.pos;
+    if (Number.isSafeInteger(n)) {
+      if (n >= 0) {
+        if (n < 0x80) b[p++] = n;
+        else if (n < 0x100) {
+          b[p++] = 0xcc;
+          b[p++] = n;
+        } else if (n < 0x10000) {
+          b[p++] = 0xcd;
+          b[p++] = n >>> 8;
+          b[p++] = n & 0xff;
+        } else if (n < 0x1_0000_0000) {
+          b[p++] = 0xce;
+          b.writeUInt32BE(n, p);
+          p += 4;
+        } else return false;
+      } else if (n >= -0x20) b[p++] = 0xe0 | (n + 0x20);
+      else if (n >= -0x80) {
+        b[p++] = 0xd0;
+        b[p++] = n & 0xff;
+      } else if (n >= -0x8000) {
+        b[p++] = 0xd1;
+        b[p++] = (n >> 8) & 0xff;
+        b[p++] = n & 0xff;
+      } else if (n >= -0x8000_0000) {
+        b[p++] = 0xd2;
+        b.writeInt32BE(n, p);
+        p += 4;
+      } else return false;
+    } else {
+      b[p++] = 0xcb;
+      b.writeDoubleBE(n, p);
+      p += 8;
+    }
+    this.pos = p;
+    return true;
+  }
+
+  private string(s: string): boolean {
+    const length = s.length;
+    // Short ASCII, the usual key or value, is written a character at a time;
+    // anything else is measured and written by Buffer (UTF-8, a lone
+    // surrogate as U+FFFD).
+    if (length < 32) {
+      if (!this.ensure(1 + length)) return false;
+      const b = this.buffer;
+      const start = this.pos + 1;
+      let i = 0;
+      for (; i < length; i++) {
+        const c = s.charCodeAt(i);
+        if (c >= 0x80) break;
+        b[start + i] = c;
+      }
+      if (i === length) {
+        b[this.pos] = 0xa0 + length;
+        this.pos = start + length;
+        return true;
+      }
+    }
+    const bytes = Buffer.byteLength(s, "utf8");
+    if (!this.ensure(5 + bytes)) return false;
+    const b = this.buffer;
+    let p = this.pos;
+    if (bytes < 32) b[p++] = 0xa0 + bytes;
+    else if (bytes < 0x100) {
+      b[p++] = 0xd9;
+      b[p++] = bytes;
+    } else if (bytes < 0x10000) {
+      b[p++] = 0xda;
+      b[p++] = bytes >>> 8;
+      b[p++] = bytes & 0xff;
+    } else {
+      b[p++] = 0xdb;
+      b.writeUInt32BE(bytes, p);
+      p += 4;
+    }
+    this.pos = p + b.write(s, p, "utf8");
+    return true;
+  }
+
+  private binary(bytes: Uint8Array): boolean {
+    const size = bytes.length;
+    if (!this.ensure(5 + size)) return false;
+    const b = this.buffer;
+    let p = this.pos;
+    if (size < 0x100) {
+      b[p++] = 0xc4;
+      b[p++] = size;
+    } else if (size < 0x10000) {
+      b[p++] = 0xc5;
+      b[p++] = size >>> 8;
+      b[p++] = size & 0xff;
+    } else {
+      b[p++] = 0xc6;
+      b.writeUInt32BE(size, p);
+      p += 4;
+    }
+    b.set(bytes, p);
+    this.pos = p + size;
+    return true;
+  }
+
+  private array(items: unknown[], level: number): boolean {
+    if (!this.header(items.length, 0x90, 0xdc)) return false;
+    for (let i = 0; i < items.length; i++) if (!this.write(items[i], level + 1)) return false;
+    return true;
+  }
+
+  private map(object: Record<string, unknown>, level: number): boolean {
+    // Only plain objects: anything with a prototype of its own may be a Date,
+    // a Map or an extension type, which the general encoder knows about.
+    const proto: unknown = Object.getPrototypeOf(object);
+    if (proto !== Object.prototype && proto !== null) return false;
+    const keys = Object.keys(object);
+    if (!this.header(keys.length, 0x80, 0xde)) return false;
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i] as string;
+      if (!this.string(key) || !this.write(object[key], level + 1)) return false;
+    }
+    return true;
+  }
+
+  /** An array or map header: fix form, 16-bit (`wide`) or 32-bit (`wide` + 1). */
+  private header(size: number, fix: number, wide: number): boolean {
+    if (!this.ensure(5)) return false;
+    const b = this.buffer;
+    if (size < 16) b[this.pos++] = fix + size;
+    else if (size < 0x10000) {
+      b[this.pos] = wide;
+      b[this.pos + 1] = size >>> 8;
+      b[this.pos + 2] = size & 0xff;
+      this.pos += 3;
+    } else {
+      b[this.pos] = wide + 1;
+      b.writeUInt32BE(size, this.pos + 1);
+      this.pos += 5;
+    }
+    return true;
+  }
+
+  /** Room for `n` more bytes: the own buffer grows; a caller's buffer has what it has. */
+  private ensure(n: number): boolean {
+    if (this.pos + n <= this.limit) return true;
+    if (this.buffer !== this.own) return false;
+    const larger = Buffer.allocUnsafe(Math.max(this.own.length * 2, this.pos + n));
+    this.own.copy(larger, 0, 0, this.pos);
+    this.own = larger;
+    this.buffer = larger;
+    this.limit = larger.length;
+    return true;
+  }
+}

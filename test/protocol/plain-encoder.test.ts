@@ -1,0 +1,200 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { Encoder } from "@msgpack/msgpack";
+import { MsgpackCodec } from "../../src/protocol/msgpack-codec.js";
+import { PlainEncoder } from "../../src/protocol/plain-encoder.js";
+import { between, prng } from "./seeded-random.js";
+
+/** The general encoder as the codec configures it (maxDepth 64 → 65 levels with the leaf). */
+const general = new Encoder({ maxDepth: 65, ignoreUndefined: false });
+
+const NUMBERS = [
+  0,
+  1,
+  127,
+  128,
+  255,
+  256,
+  65535,
+  65536,
+  0xffff_ffff,
+  -1,
+  -32,
+  -33,
+  -128,
+  -129,
+  -32768,
+  -32769,
+  -0x8000_0000,
+  0.5,
+  -1.25,
+  1e300,
+  Number.NaN,
+  Number.POSITIVE_INFINITY,
+  Number.NEGATIVE_INFINITY,
+  -0,
+  2 ** 53 + 2,
+];
+const STRINGS = [
+  "",
+  "a",
+  "item",
+  "x".repeat(31),
+  "x".repeat(32),
+  "y".repeat(255),
+  "y".repeat(256),
+  "z".repeat(70_000),
+  "héllo",
+  "日本語",
+  "😀 emoji",
+  "é".repeat(20),
+];
+
+/** A random plain value: what calls and items usually carry. */
+function randomValue(rand: () => number, depth: number): unknown {
+  const kind = between(rand, 0, depth > 4 ? 5 : 8);
+  switch (kind) {
+    case 0:
+      return null;
+    case 1:
+      return rand() < 0.5;
+    case 2:
+      return NUMBERS[between(rand, 0, NUMBERS.length - 1)];
+    case 3:
+      return between(rand, -5_000_000, 5_000_000) * (rand() < 0.2 ? 0.37 : 1);
+    case 4:
+      return STRINGS[between(rand, 0, STRINGS.length - 1)];
+    case 5:
+      return Buffer.from(Array.from({ length: between(rand, 0, 300) }, () => between(rand, 0, 255)));
+    case 6:
+      return Array.from({ length: between(rand, 0, rand() < 0.1 ? 20 : 5) }, () => randomValue(rand, depth + 1));
+    case 7: {
+      const o: Record<string, unknown> = {};
+      for (let i = between(rand, 0, rand() < 0.1 ? 20 : 5); i > 0; i--) o[`k${between(rand, 0, 30)}`] = randomValue(rand, depth + 1);
+      return o;
+    }
+    default:
+      return undefined;
+  }
+}
+
+function nested(levels: number): unknown {
+  let value: unknown = 1;
+  for (let i = 0; i < levels; i++) value = [value];
+  return value;
+}
+
+/** PlainEncoder: byte for byte what @msgpack/msgpack writes, for the values it takes. */
+describe("PlainEncoder", () => {
+  it("writes every number and string form exactly as the general encoder", () => {
+    const plain = new PlainEncoder(65);
+    for (const value of [
+      ...NUMBERS,
+      ...STRINGS,
+      true,
+      false,
+      null,
+      undefined,
+      new Uint8Array(0),
+      Buffer.alloc(300, 7),
+      Buffer.alloc(70_000, 1),
+    ]) {
+      const ours = plain.encode(value);
+      assert.ok(ours !== undefined, `took ${String(value).slice(0, 20)}`);
+      assert.deepEqual(Buffer.from(ours), Buffer.from(general.encode(value)), `encoding of ${String(value).slice(0, 20)}`);
+    }
+  });
+
+  it("matches the general encoder on 3,000 seeded random plain values, through encode and encodeInto", () => {
+    const rand = prng(0x5eed);
+    const plain = new PlainEncoder(65);
+    const target = Buffer.alloc(1 << 20);
+    for (let run = 0; run < 3000; run++) {
+      const value = randomValue(rand, 0);
+      const expected = Buffer.from(general.encode(value));
+      const ours = plain.encode(value);
+      assert.ok(ours !== undefined, `run ${run}: a plain value was refused`);
+      assert.deepEqual(Buffer.from(ours), expected, `run ${run}`);
+      const offset = between(rand, 0, 100);
+      const written = plain.encodeInto(value, target, offset, target.length);
+      assert.equal(written, expected.length, `run ${run}: encodeInto length`);
+      assert.deepEqual(target.subarray(offset, offset + written), expected, `run ${run}: encodeInto bytes`);
+    }
+  });
+
+  it("gives up on what only the general encoder knows: Date, BigInt, class instances, other typed arrays, wide integers, functions", () => {
+    const plain = new PlainEncoder(65);
+    class Point {
+      x = 1;
+    }
+    const refused: unknown[] = [
+      new Date(0),
+      1n,
+      new Point(),
+      new Map([[1, 2]]),
+      new Uint16Array(2),
+      2 ** 40,
+      -(2 ** 40),
+      () => 1,
+      Symbol("s"),
+      { nested: [1, { deep: new Date(0) }] },
+    ];
+    for (const value of refused) {
+      assert.equal(plain.encode(value), undefined, `refused ${Object.prototype.toString.call(value)}`);
+      assert.equal(plain.encodeInto(value, Buffer.alloc(64), 0, 64), -1);
+    }
+    // The codec falls back to the general encoder for them, with the same bytes.
+    const codec = new MsgpackCodec();
+    for (const value of [new Date(5), { at: new Date(5) }, 2 ** 40, new Point()]) {
+      assert.deepEqual(codec.decode(codec.encodeShared(value)), value instanceof Point ? { x: 1 } : value);
+    }
+  });
+
+  it("refuses past the depth limit as the general encoder does (the codec then reports INVALID_ARGUMENT)", () => {
+    const plain = new PlainEncoder(65);
+    assert.ok(plain.encode(nested(64)) !== undefined, "64 arrays around a leaf: 65 levels");
+    assert.equal(plain.encode(nested(65)), undefined);
+    assert.throws(() => general.encode(nested(65)));
+    const codec = new MsgpackCodec();
+    assert.throws(
+      () => codec.encodeShared(nested(65)),
+      (e: unknown) => (e as { code?: string }).code === "INVALID_ARGUMENT",
+    );
+  });
+
+  it("encodeInto stays within [offset, end) and reports -1 when the value does not fit", () => {
+    const plain = new PlainEncoder(65);
+    const value = { seq: 12_345, value: "item", list: [1, 2, 3], text: "é".repeat(40) };
+    const expected = Buffer.from(general.encode(value));
+    for (let room = 0; room <= expected.length + 10; room++) {
+      const target = Buffer.alloc(expected.length + 20, 0xee);
+      const written = plain.encodeInto(value, target, 10, 10 + room);
+      // Room is checked per value with the largest header it may need, so up
+      // to 9 bytes short of the end it may give up early; never wrongly.
+      if (room < expected.length) assert.equal(written, -1, `room ${room}`);
+      else if (written === -1) assert.ok(room < expected.length + 9, `room ${room} refused`);
+      else {
+        assert.equal(written, expected.length);
+        assert.deepEqual(target.subarray(10, 10 + written), expected);
+      }
+      assert.ok(
+        target.subarray(0, 10).every((b) => b === 0xee) && target.subarray(10 + room).every((b) => b === 0xee),
+        `room ${room}: no byte outside [offset, end) was touched`,
+      );
+    }
+  });
+
+  it("a getter that encodes while the encoder is busy gets the general encoder, and both results are right", () => {
+    const codec = new MsgpackCodec();
+    let inner: unknown;
+    const value = {
+      get a(): number {
+        inner = codec.decode(Buffer.from(codec.encodeShared(["inner", 1])));
+        return 5;
+      },
+    };
+    // A getter makes the object still plain: its own enumerable key is read.
+    assert.deepEqual(codec.decode(codec.encode(value)), { a: 5 });
+    assert.deepEqual(inner, ["inner", 1]);
+  });
+});
