@@ -50,6 +50,13 @@ const MIN_SLAB = 2048;
 const MAX_SLAB = 64 * 1024;
 /** An ITEMS payload starts with a MessagePack array32 header (0xdd, count:u32be), so items can be appended in place. */
 const ITEMS_HEADER_SIZE = 5;
+/**
+ * A batch of items this large is written at once instead of at the end of
+ * the turn: a producer with plenty of credit fills a turn with thousands of
+ * items, and the reader, which would otherwise get them all at the end, can
+ * start on the first ones (and grant more credit) while the rest are made.
+ */
+export const EARLY_FLUSH_BYTES = 16 * 1024;
 const ARRAY32 = 0xdd;
 
 /**
@@ -186,6 +193,7 @@ export class FrameWriter {
         this.itemCount = count + 1;
         slab.writeUInt32BE(count + 1, payloadAt + 1);
         slab.writeUInt32BE(payloadLength + grows, at);
+        if (this.used - this.batchStart >= EARLY_FLUSH_BYTES) this.flush();
         return true;
       }
     }
@@ -224,6 +232,7 @@ export class FrameWriter {
       this.itemCount = count + 1;
       slab.writeUInt32BE(count + 1, payloadAt + 1);
       slab.writeUInt32BE(this.used - payloadAt, at);
+      if (this.used - this.batchStart >= EARLY_FLUSH_BYTES) this.flush();
       return true;
     }
     const payloadAt = this.used + FRAME_HEADER_SIZE;

@@ -1,4 +1,5 @@
 import { Decoder, EXT_TIMESTAMP, Encoder, ExtensionCodec, decodeTimestampExtension, encodeTimestampExtension } from "@msgpack/msgpack";
+import { NOT_PLAIN, PlainDecoder } from "./plain-decoder.js";
 import { PlainEncoder } from "./plain-encoder.js";
 import { ErrorCode, RpcError } from "./rpc-error.js";
 
@@ -134,6 +135,8 @@ export class MsgpackCodec {
   /** Plain values, most of what is sent, take this faster path; the rest go to `encoder`. */
   private readonly plain: PlainEncoder;
   private readonly decoder: Decoder;
+  /** Plain data, most of what arrives, is decoded here; the rest (and every error) by `decoder`. */
+  private readonly plainDecoder: PlainDecoder;
   /** Levels allowed past the depth limit: 1 while decoding an ITEMS array, whose items have the full depth. */
   private readonly depth = { extra: 0 };
 
@@ -144,14 +147,14 @@ export class MsgpackCodec {
     // the decoder only the containers: +1 makes both accept the same values.
     this.encoder = new Encoder({ extensionCodec, maxDepth: maxDepth + 1, ignoreUndefined: false });
     this.plain = new PlainEncoder(maxDepth + 1);
-    this.decoder = new Decoder({
-      extensionCodec,
+    const decodeLimits = {
       maxStrLength: limits.maxStrLength ?? 64 * 1024 * 1024,
       maxBinLength: limits.maxBinLength ?? 64 * 1024 * 1024,
       maxArrayLength: limits.maxArrayLength ?? 1_000_000,
       maxMapLength: limits.maxMapLength ?? 100_000,
-      maxExtLength: limits.maxExtLength ?? 1024,
-    });
+    };
+    this.decoder = new Decoder({ extensionCodec, ...decodeLimits, maxExtLength: limits.maxExtLength ?? 1024 });
+    this.plainDecoder = new PlainDecoder({ ...decodeLimits, maxDepth });
     limitDepth(this.decoder, maxDepth, this.depth);
   }
 
@@ -201,9 +204,11 @@ export class MsgpackCodec {
         limit: maxItems,
       });
     }
+    const plain = this.plainDecoder.decode(bytes, 1);
+    if (plain !== NOT_PLAIN) return plain as unknown[];
     this.depth.extra = 1;
     try {
-      return this.decode(bytes) as unknown[];
+      return this.generalDecode(bytes) as unknown[];
     } finally {
       this.depth.extra = 0;
     }
@@ -214,6 +219,12 @@ export class MsgpackCodec {
    * PROTOCOL_ERROR naming the problem on malformed input or a broken limit.
    */
   decode(bytes: Uint8Array): unknown {
+    const plain = this.plainDecoder.decode(bytes);
+    return plain === NOT_PLAIN ? this.generalDecode(bytes) : plain;
+  }
+
+  /** @msgpack/msgpack's decode: extensions, 64-bit integers, and the error for anything malformed or past a limit. */
+  private generalDecode(bytes: Uint8Array): unknown {
     try {
       return this.decoder.decode(bytes);
     } catch (error) {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { FRAME_HEADER_SIZE, FrameFlag, FrameType } from "../../src/protocol/frame.js";
-import { type FrameSocket, FrameWriter, type InPlaceEncoder } from "../../src/protocol/frame-writer.js";
+import { EARLY_FLUSH_BYTES, type FrameSocket, FrameWriter, type InPlaceEncoder } from "../../src/protocol/frame-writer.js";
 import { MsgpackCodec } from "../../src/protocol/msgpack-codec.js";
 import { between, prng } from "./seeded-random.js";
 
@@ -126,7 +126,8 @@ describe("FrameWriter.writeItem", () => {
   });
 
   it("joins the items of one stream written in a turn into one ITEMS frame: 0xdd, the count, the items in order", async () => {
-    for (const n of [2, 3, 17, 1000]) {
+    // 500 items of up to 40 bytes stay below the early flush.
+    for (const n of [2, 3, 17, 500]) {
       const { socket, writer } = setup();
       const items = Array.from({ length: n }, (_, i) => item(i % 40, i));
       for (const one of items) assert.equal(writer.writeItem(5, one, 1024, 64 * 1024), true);
@@ -344,35 +345,39 @@ describe("FrameWriter.writeItem", () => {
     writer.writeFrame(FrameType.RESULT, 0, 9, Buffer.alloc(600, 1));
     writer.flush();
     writer.writeFrame(FrameType.CREDIT, 0, 3, Buffer.from([0, 0, 0, 1]));
-    const items = Array.from({ length: 120 }, (_, i) => item(i % 3 === 0 ? 700 : 60, i));
+    // About 11 KB: past the 2 KiB slab, below the early flush.
+    const items = Array.from({ length: 40 }, (_, i) => item(i % 3 === 0 ? 700 : 60, i));
     for (const one of items) assert.equal(writer.writeItem(1, one, 1024, 64 * 1024), true);
     writer.flush();
     const frames = socket.frames();
     assert.deepEqual(summary(frames), [
       [FrameType.RESULT, 9, 600],
       [FrameType.CREDIT, 3, 4],
-      [FrameType.ITEMS, 1, 120],
+      [FrameType.ITEMS, 1, 40],
     ]);
     assert.equal(frames[2]?.chunk, 1, "the second batch is one write");
     assert.ok(frames[2]?.payload.equals(itemsPayload(items)));
     writer.close();
   });
 
-  it("starts a new frame when the batch would outgrow 64 KiB, with every item intact", () => {
+  it("writes a batch at once when it reaches EARLY_FLUSH_BYTES, every item intact, the rest at the end of the turn", async () => {
     const { socket, writer } = setup(256 * 1024);
-    const items = Array.from({ length: 100 }, (_, i) => item(1500 + (i % 7), i));
+    const items = Array.from({ length: 30 }, (_, i) => item(1500 + (i % 7), i));
     for (const one of items) assert.equal(writer.writeItem(1, one, 1024, 256 * 1024), true);
-    writer.flush();
+    // 30 x 1.5 KB: two batches reached 16 KiB and went out during the turn.
+    assert.equal(socket.chunks.length, 2, "written before the end of the turn");
+    await turn();
     const frames = socket.frames();
-    assert.ok(frames.length >= 3, `${frames.length} frames`);
-    for (const frame of frames) {
-      assert.equal(frame.type, FrameType.ITEMS);
-      assert.ok(frame.endInChunk <= MAX_SLAB, `a frame ending ${frame.endInChunk} bytes into its write`);
-    }
-    for (let i = 0; i + 1 < frames.length; i++) {
-      const frame = frames[i] as Frame;
-      const next = itemsOf(frames[i + 1] as Frame)[0] as Buffer;
-      assert.ok(frame.endInChunk + next.length > MAX_SLAB, `frame ${i} was cut short of 64 KiB`);
+    assert.deepEqual(
+      frames.map((f) => [f.type, f.chunk]),
+      [
+        [FrameType.ITEMS, 0],
+        [FrameType.ITEMS, 1],
+        [FrameType.ITEMS, 2],
+      ],
+    );
+    for (const frame of frames.slice(0, 2)) {
+      assert.ok(frame.endInChunk >= EARLY_FLUSH_BYTES && frame.endInChunk < EARLY_FLUSH_BYTES + 1600, `cut at ${frame.endInChunk} bytes`);
     }
     assert.deepEqual(
       frames.flatMap((f) => itemsOf(f)),
@@ -382,7 +387,15 @@ describe("FrameWriter.writeItem", () => {
   });
 
   it("passes seeded random writes of items, other frames and flushes on 1-5 streams, every item whole, in order, in bounded frames", async () => {
-    const seen: Seen = { inPlace: 0, itemsOver2KiB: 0, splitByCount: 0, splitByBytes: 0, splitBySlab: 0, fragmentedItems: 0 };
+    const seen: Seen = {
+      inPlace: 0,
+      itemsOver2KiB: 0,
+      splitByCount: 0,
+      splitByBytes: 0,
+      splitBySlab: 0,
+      splitByEarlyFlush: 0,
+      fragmentedItems: 0,
+    };
     for (let seed = 1; seed <= 300; seed++) await fuzzRun(seed, seen);
     // The runs reach every case they are meant to: ITEMS frames that grew the slab past 2 KiB,
     // frames cut at maxItems, at maxBytes and at the 64 KiB batch, and items sent as large messages.
@@ -407,6 +420,7 @@ interface Seen {
   splitByCount: number;
   splitByBytes: number;
   splitBySlab: number;
+  splitByEarlyFlush: number;
   fragmentedItems: number;
 }
 
@@ -574,9 +588,15 @@ async function fuzzRun(seed: number, seen: Seen): Promise<void> {
     const byCount = previous.count >= maxItems;
     const byBytes = previous.frame.payload.length + grows > maxBytes;
     const bySlab = previous.frame.endInChunk + grows > MAX_SLAB;
+    // A batch that reached EARLY_FLUSH_BYTES was written there and then.
+    const byFlush = previous.frame.endInChunk >= EARLY_FLUSH_BYTES;
     if (byCount) seen.splitByCount++;
     if (byBytes) seen.splitByBytes++;
     if (bySlab) seen.splitBySlab++;
-    assert.ok(byCount || byBytes || bySlab, `${where}: a frame of ${previous.count} items was left with room for the next item of its run`);
+    if (byFlush) seen.splitByEarlyFlush++;
+    assert.ok(
+      byCount || byBytes || bySlab || byFlush,
+      `${where}: a frame of ${previous.count} items was left with room for the next item of its run`,
+    );
   }
 }

@@ -1,0 +1,242 @@
+/** What a {@link PlainDecoder} enforces; the same limits the general decoder has. */
+export interface PlainDecoderLimits {
+  maxStrLength: number;
+  maxBinLength: number;
+  maxArrayLength: number;
+  maxMapLength: number;
+  /** Deepest level a non-empty array or map may open at (the outermost value is level 1). */
+  maxDepth: number;
+}
+
+/** Returned by {@link PlainDecoder.decode} when the general decoder must decide. */
+export const NOT_PLAIN: unique symbol = Symbol("rapt.notPlain");
+
+const EMPTY = Buffer.alloc(0);
+
+/** Map keys up to this many bytes are kept, so a stream of similar maps reuses its key strings. */
+const MAX_CACHED_KEY = 16;
+/** Keys kept per key length. */
+const KEYS_PER_LENGTH = 16;
+
+type Utf8Slice = (this: Buffer, start: number, end: number) => string;
+/** Buffer's own UTF-8 slice (what `toString("utf8", start, end)` calls after checking its arguments). */
+const utf8Slice: Utf8Slice =
+  (Buffer.prototype as unknown as { utf8Slice?: Utf8Slice }).utf8Slice ??
+  function (this: Buffer, start: number, end: number): string {
+    return this.toString("utf8", start, end);
+  };
+
+interface CachedKey {
+  bytes: Uint8Array;
+  text: string;
+}
+
+/**
+ * MessagePack decoding of plain data: everything but extension types and
+ * 64-bit integers, giving the same values @msgpack/msgpack gives (strings,
+ * numbers, booleans, null, Uint8Array views of the input, arrays, objects)
+ * in about half the time, without the general decoder's explicit stack and
+ * per-call DataView. Whatever it does not handle, or would refuse (an
+ * extension, a 64-bit integer, a broken limit, truncated or trailing bytes,
+ * an unknown type byte, a key that is not a string or number, `__proto__`),
+ * it reports as {@link NOT_PLAIN} without throwing, and the caller decodes
+ * the bytes with the general decoder, which returns the value or the error
+ * it always gave. Invalid UTF-8 in a string is replaced with U+FFFD.
+ */
+export class PlainDecoder {
+  private readonly limits: PlainDecoderLimits;
+  private bytes: Buffer = EMPTY;
+  /** The input as given, for binary views of the same type the general decoder returns. */
+  private input: Uint8Array = EMPTY;
+  private pos = 0;
+  private end = 0;
+  /** Levels allowed past `maxDepth` for the current decode (1 for an ITEMS array). */
+  private extraDepth = 0;
+  private readonly keys: Array<CachedKey[] | undefined> = [];
+
+  constructor(limits: PlainDecoderLimits) {
+    this.limits = limits;
+  }
+
+  /** Decodes exactly one value filling `bytes`, or returns {@link NOT_PLAIN}. `extraDepth` lets containers nest that much deeper. */
+  decode(bytes: Uint8Array, extraDepth = 0): unknown {
+    this.input = bytes;
+    this.bytes = bytes instanceof Buffer ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.pos = 0;
+    this.end = bytes.length;
+    this.extraDepth = extraDepth;
+    try {
+      const value = this.value(1);
+      return this.pos === this.end ? value : NOT_PLAIN;
+    } finally {
+      // Not kept: the input may be a large message.
+      this.bytes = EMPTY;
+      this.input = EMPTY;
+    }
+  }
+
+  private value(level: number): unknown {
+    if (this.pos >= this.end) return NOT_PLAIN;
+    const b = this.bytes;
+    const head = b[this.pos++] as number;
+    if (head < 0x80) return head;
+    if (head >= 0xe0) return head - 0x100;
+    if (head < 0x90) return this.map(head - 0x80, level);
+    if (head < 0xa0) return this.array(head - 0x90, level);
+    if (head < 0xc0) return this.string(head - 0xa0, false);
+    switch (head) {
+      case 0xc0:
+        return null;
+      case 0xc2:
+        return false;
+      case 0xc3:
+        return true;
+      case 0xc4:
+        return this.pos + 1 > this.end ? NOT_PLAIN : this.binary(b[this.pos++] as number);
+      case 0xc5:
+        return this.pos + 2 > this.end ? NOT_PLAIN : this.binary(this.u16());
+      case 0xc6:
+        return this.pos + 4 > this.end ? NOT_PLAIN : this.binary(this.u32());
+      case 0xca:
+        if (this.pos + 4 > this.end) return NOT_PLAIN;
+        this.pos += 4;
+        return b.readFloatBE(this.pos - 4);
+      case 0xcb:
+        if (this.pos + 8 > this.end) return NOT_PLAIN;
+        this.pos += 8;
+        return b.readDoubleBE(this.pos - 8);
+      case 0xcc:
+        return this.pos + 1 > this.end ? NOT_PLAIN : (b[this.pos++] as number);
+      case 0xcd:
+        return this.pos + 2 > this.end ? NOT_PLAIN : this.u16();
+      case 0xce:
+        return this.pos + 4 > this.end ? NOT_PLAIN : this.u32();
+      case 0xd0:
+        if (this.pos + 1 > this.end) return NOT_PLAIN;
+        return ((b[this.pos++] as number) << 24) >> 24;
+      case 0xd1:
+        if (this.pos + 2 > this.end) return NOT_PLAIN;
+        return (this.u16() << 16) >> 16;
+      case 0xd2:
+        if (this.pos + 4 > this.end) return NOT_PLAIN;
+        this.pos += 4;
+        return b.readInt32BE(this.pos - 4);
+      case 0xd9:
+        return this.pos + 1 > this.end ? NOT_PLAIN : this.string(b[this.pos++] as number, false);
+      case 0xda:
+        return this.pos + 2 > this.end ? NOT_PLAIN : this.string(this.u16(), false);
+      case 0xdb:
+        return this.pos + 4 > this.end ? NOT_PLAIN : this.string(this.u32(), false);
+      case 0xdc:
+        return this.pos + 2 > this.end ? NOT_PLAIN : this.array(this.u16(), level);
+      case 0xdd:
+        return this.pos + 4 > this.end ? NOT_PLAIN : this.array(this.u32(), level);
+      case 0xde:
+        return this.pos + 2 > this.end ? NOT_PLAIN : this.map(this.u16(), level);
+      case 0xdf:
+        return this.pos + 4 > this.end ? NOT_PLAIN : this.map(this.u32(), level);
+      default:
+        // Extensions, 64-bit integers and 0xc1: the general decoder's.
+        return NOT_PLAIN;
+    }
+  }
+
+  private u16(): number {
+    const b = this.bytes;
+    const v = ((b[this.pos] as number) << 8) | (b[this.pos + 1] as number);
+    this.pos += 2;
+    return v;
+  }
+
+  private u32(): number {
+    const v = this.bytes.readUInt32BE(this.pos);
+    this.pos += 4;
+    return v;
+  }
+
+  private array(size: number, level: number): unknown {
+    if (size === 0) return [];
+    if (size > this.limits.maxArrayLength || level > this.limits.maxDepth + this.extraDepth) return NOT_PLAIN;
+    // Each element takes at least a byte: a size past the input is truncated, not a reason to allocate.
+    if (size > this.end - this.pos) return NOT_PLAIN;
+    const items = new Array<unknown>(size);
+    for (let i = 0; i < size; i++) {
+      const item = this.value(level + 1);
+      if (item === NOT_PLAIN) return NOT_PLAIN;
+      items[i] = item;
+    }
+    return items;
+  }
+
+  private map(size: number, level: number): unknown {
+    if (size === 0) return {};
+    if (size > this.limits.maxMapLength || level > this.limits.maxDepth + this.extraDepth) return NOT_PLAIN;
+    if (size * 2 > this.end - this.pos) return NOT_PLAIN;
+    const object: Record<string, unknown> = {};
+    for (let i = 0; i < size; i++) {
+      const key = this.key();
+      if (key === NOT_PLAIN) return NOT_PLAIN;
+      const value = this.value(level + 1);
+      if (value === NOT_PLAIN) return NOT_PLAIN;
+      object[key as string] = value;
+    }
+    return object;
+  }
+
+  /** A map key: a string (or number, which becomes a property name); anything else, and `__proto__`, is the general decoder's to refuse. */
+  private key(): unknown {
+    if (this.pos >= this.end) return NOT_PLAIN;
+    const head = this.bytes[this.pos] as number;
+    let key: unknown;
+    if (head >= 0xa0 && head < 0xc0) {
+      this.pos++;
+      key = this.string(head - 0xa0, true);
+    } else {
+      key = this.value(Number.POSITIVE_INFINITY);
+      if (typeof key !== "string" && typeof key !== "number") return NOT_PLAIN;
+    }
+    return key === "__proto__" ? NOT_PLAIN : key;
+  }
+
+  private string(length: number, isKey: boolean): unknown {
+    if (length > this.limits.maxStrLength || this.pos + length > this.end) return NOT_PLAIN;
+    const b = this.bytes;
+    const start = this.pos;
+    this.pos += length;
+    if (isKey && length <= MAX_CACHED_KEY && length > 0) return this.cachedKey(start, length);
+    if (length <= 24) {
+      let text = "";
+      for (let i = start; i < start + length; i++) {
+        const c = b[i] as number;
+        if (c >= 0x80) return utf8Slice.call(b, start, start + length);
+        text += String.fromCharCode(c);
+      }
+      return text;
+    }
+    return utf8Slice.call(b, start, start + length);
+  }
+
+  private cachedKey(start: number, length: number): string {
+    const b = this.bytes;
+    let bucket = this.keys[length];
+    if (bucket !== undefined) {
+      search: for (let k = 0; k < bucket.length; k++) {
+        const cached = bucket[k] as CachedKey;
+        const bytes = cached.bytes;
+        for (let i = 0; i < length; i++) if (bytes[i] !== b[start + i]) continue search;
+        return cached.text;
+      }
+    } else bucket = this.keys[length] = [];
+    const text = utf8Slice.call(b, start, start + length);
+    if (bucket.length < KEYS_PER_LENGTH) bucket.push({ bytes: Uint8Array.prototype.slice.call(b, start, start + length), text });
+    return text;
+  }
+
+  private binary(size: number): unknown {
+    if (size > this.limits.maxBinLength || this.pos + size > this.end) return NOT_PLAIN;
+    const start = this.pos;
+    this.pos += size;
+    // A view of the input, as the general decoder gives.
+    return this.input.subarray(start, start + size);
+  }
+}
