@@ -58,8 +58,8 @@ export class FrameDecoder {
   private stopped = false;
   /** Set by {@link handOff}: the bytes after the current frame belong to someone else. */
   private handingOff = false;
-  /** What {@link handOff} left unparsed, collected for {@link push} to return. */
-  private rest: Buffer[] = [];
+  /** What {@link handOff} left unparsed, collected for {@link push} to return; made only then. */
+  private rest: Buffer[] | undefined;
 
   constructor(sink: FrameSink, options: FrameDecoderOptions) {
     this.sink = sink;
@@ -104,8 +104,8 @@ export class FrameDecoder {
     this.deliver(chunk);
     if (!this.handingOff) return undefined;
     this.handingOff = false;
-    const rest = this.rest;
-    this.rest = [];
+    const rest = this.rest ?? [];
+    this.rest = undefined;
     this.stop();
     return rest.length === 1 ? (rest[0] as Buffer) : Buffer.concat(rest);
   }
@@ -126,7 +126,7 @@ export class FrameDecoder {
       if (chunk.length === need) return;
       chunk = chunk.subarray(need);
       if (this.handingOff) {
-        this.rest.push(chunk);
+        (this.rest ??= []).push(chunk);
         return;
       }
     }
@@ -154,7 +154,7 @@ export class FrameDecoder {
       this.sink.onFrame(this.type, this.flags, this.streamId, payload);
     }
     if (offset < end) {
-      if (this.handingOff) this.rest.push(chunk.subarray(offset));
+      if (this.handingOff) (this.rest ??= []).push(chunk.subarray(offset));
       else if (!this.stopped) {
         this.held.push(offset === 0 ? chunk : chunk.subarray(offset));
         this.spillIfFragmented();
@@ -176,7 +176,7 @@ export class FrameDecoder {
       this.state = STATE_HEADER;
       this.sink.onFrame(this.type, this.flags, this.streamId, payload, this.length !== 0 && this.held.copied);
       if (this.handingOff) {
-        this.rest.push(...this.held.drain());
+        (this.rest ??= []).push(...this.held.drain());
         return;
       }
       if (this.held.length === 0) return;
