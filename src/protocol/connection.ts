@@ -101,25 +101,21 @@ const sharedLimitSets = new Map<string, Limits>();
 const MAX_SHARED_LIMIT_SETS = 16;
 
 /**
- * One frozen object per distinct set of peer limits: nearly every peer
+ * One frozen copy per distinct set of peer limits: nearly every peer
  * announces the same ones, and each connection keeping the HELLO's (or
- * WELCOME's) own object cost an idle connection about 60 bytes. Limits
- * carrying anything beyond the known fields are kept as they came, and only
- * a few distinct sets are shared, so varied peers cannot grow the cache.
+ * WELCOME's) own object cost an idle connection about 60 bytes. Any set of
+ * numeric fields is shared as it came (a newer peer's extra limits too);
+ * anything else is kept as it is, and only a few distinct sets are shared,
+ * so varied peers cannot grow the cache.
  */
 function sharedLimits(limits: Limits): Limits {
-  const { maxFrameSize, maxMessageSize, maxConcurrentStreams, streamWindow } = limits;
-  const known = streamWindow === undefined ? 3 : 4;
-  if (Object.keys(limits).length !== known) return limits;
-  const key = `${maxFrameSize}/${maxMessageSize}/${maxConcurrentStreams}/${streamWindow}`;
+  const entries = Object.entries(limits);
+  if (entries.length > 8 || !entries.every(([, value]) => typeof value === "number")) return limits;
+  const key = entries.map(([name, value]) => `${name}=${value as number}`).join(",");
   let shared = sharedLimitSets.get(key);
   if (shared === undefined) {
     if (sharedLimitSets.size >= MAX_SHARED_LIMIT_SETS) return limits;
-    shared = Object.freeze(
-      streamWindow === undefined
-        ? { maxFrameSize, maxMessageSize, maxConcurrentStreams }
-        : { maxFrameSize, maxMessageSize, maxConcurrentStreams, streamWindow },
-    );
+    shared = Object.freeze({ ...limits });
     sharedLimitSets.set(key, shared);
   }
   return shared;

@@ -140,17 +140,22 @@ describe("Connection: state made on first use, and shared peer limits", () => {
     assert.notEqual(c.peerLimits, a.peerLimits);
     assert.equal(a.peerStreamWindow, 32);
     assert.equal(c.peerStreamWindow, 16);
-    // Without a stream window, the default applies; with fields beyond the known ones, the object is kept as it came.
+    // Without a stream window, the default applies. A newer peer's extra limits are kept (and shared);
+    // a set with anything but numbers is kept as the very object that came.
     const d = serverConnection((await socketPair()).far, recorder());
     const e = serverConnection((await socketPair()).far, recorder());
+    const f = serverConnection((await socketPair()).far, recorder());
     d.open({ maxFrameSize: 65536, maxMessageSize: 1 << 20, maxConcurrentStreams: 7 });
-    const extra = { ...announced, futureLimit: 1 } as Limits;
-    e.open(extra);
+    e.open({ ...announced, futureLimit: 1 } as Limits);
+    const odd = { ...announced, note: "x" } as Limits;
+    f.open(odd);
     assert.deepEqual(d.peerLimits, { maxFrameSize: 65536, maxMessageSize: 1 << 20, maxConcurrentStreams: 7 });
     assert.equal(d.peerStreamWindow, 64);
-    assert.equal(e.peerLimits, extra);
+    assert.deepEqual(e.peerLimits, { ...announced, futureLimit: 1 });
+    assert.ok(Object.isFrozen(e.peerLimits));
+    assert.equal(f.peerLimits, odd);
     // The peer's maxMessageSize still bounds what this side sends.
     assert.throws(() => a.send(FrameType.RESULT, 2, Buffer.alloc((1 << 20) + 1)), { code: "RESOURCE_EXHAUSTED" });
-    for (const connection of [a, b, c, d, e]) connection.close(new RpcError("CANCELLED", "test over"));
+    for (const connection of [a, b, c, d, e, f]) connection.close(new RpcError("CANCELLED", "test over"));
   });
 });
