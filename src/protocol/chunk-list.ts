@@ -1,4 +1,11 @@
 /**
+ * The parts of every empty list: a decoder that has never held bytes (an
+ * idle connection's) keeps no array of its own. Frozen, so a push that
+ * missed the swap in {@link ChunkList.push} fails loudly.
+ */
+const NO_PARTS: Buffer[] = Object.freeze([]) as unknown as Buffer[];
+
+/**
  * Bytes received but not yet consumed, kept as the socket chunks they came
  * in (no copy on arrival), for the incremental decoders of frames and
  * records. Taking bytes that lie in the first chunk gives a view of it;
@@ -9,7 +16,7 @@ export class ChunkList {
   length = 0;
   /** Whether the last {@link take} copied (its result is a buffer of its own, not a view of a chunk). */
   copied = false;
-  private parts: Buffer[] = [];
+  private parts = NO_PARTS;
 
   /** Chunks held: a decoder limits it, as a trickle of tiny chunks would make it grow without bound. */
   get count(): number {
@@ -17,7 +24,8 @@ export class ChunkList {
   }
 
   push(chunk: Buffer): void {
-    this.parts.push(chunk);
+    if (this.parts === NO_PARTS) this.parts = [chunk];
+    else this.parts.push(chunk);
     this.length += chunk.length;
   }
 
@@ -60,15 +68,15 @@ export class ChunkList {
     return target;
   }
 
-  /** Removes and returns every chunk held, in order. */
-  drain(): Buffer[] {
+  /** Removes and returns every chunk held, in order (an empty list's array is shared: read it only). */
+  drain(): readonly Buffer[] {
     const parts = this.parts;
     this.clear();
     return parts;
   }
 
   clear(): void {
-    this.parts = [];
+    this.parts = NO_PARTS;
     this.length = 0;
   }
 }

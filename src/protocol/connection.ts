@@ -89,6 +89,40 @@ const kConnection = Symbol("rapt.connection");
 type OwnedSocket = Socket & { [kConnection]: Connection };
 
 /**
+ * The stream table of every connection that has not opened a stream yet:
+ * an empty Map costs about 200 bytes, and an idle connection never needs
+ * one. Only {@link Connection.addStream} writes, and it swaps in a Map of the
+ * connection's own first; everything else only reads or deletes, which an
+ * empty Map survives unchanged.
+ */
+const NO_STREAMS = new Map<number, StreamReceiver>();
+
+/** Peer limits with the same values, shared by the connections that received them (see {@link sharedLimits}). */
+const sharedLimitSets = new Map<string, Limits>();
+const MAX_SHARED_LIMIT_SETS = 16;
+
+/**
+ * One frozen copy per distinct set of peer limits: nearly every peer
+ * announces the same ones, and each connection keeping the HELLO's (or
+ * WELCOME's) own object cost an idle connection about 60 bytes. Any set of
+ * numeric fields is shared as it came (a newer peer's extra limits too);
+ * anything else is kept as it is, and only a few distinct sets are shared,
+ * so varied peers cannot grow the cache.
+ */
+function sharedLimits(limits: Limits): Limits {
+  const entries = Object.entries(limits);
+  if (entries.length > 8 || !entries.every(([, value]) => typeof value === "number")) return limits;
+  const key = entries.map(([name, value]) => `${name}=${value as number}`).join(",");
+  let shared = sharedLimitSets.get(key);
+  if (shared === undefined) {
+    if (sharedLimitSets.size >= MAX_SHARED_LIMIT_SETS) return limits;
+    shared = Object.freeze({ ...limits });
+    sharedLimitSets.set(key, shared);
+  }
+  return shared;
+}
+
+/**
  * The connection state machine both ends share: framing, reassembly, stream
  * table and id rules, keepalive, GOAWAY and teardown. It knows nothing of
  * methods or handlers; its owner (server or client) gets complete messages.
@@ -116,11 +150,14 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost {
   highestPeerStream = 0;
   /** GOAWAY we sent: CALLs above this id are refused. */
   goawaySentAt = -1;
-  private readonly streams = new Map<number, StreamReceiver>();
+  /** {@link NO_STREAMS} until the first stream is added. */
+  private streams = NO_STREAMS;
   /** The peer's frames: from the socket, or, after an encrypted handshake, from the plaintext of its records. */
   private decoder: FrameDecoder;
   private readonly writer: FrameWriter;
-  private readonly assembler: MessageAssembler;
+  /** Made on first use (see {@link assembler}). */
+  private assemblerInstance: MessageAssembler | undefined;
+  private readonly maxReassemblyBytes: number;
   private readonly keepalive: Keepalive | undefined;
   private readonly owner: ConnectionOwner;
   private readonly fragmentSize: number;
@@ -167,10 +204,7 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost {
     this.codec = sharedCodec({ maxStrLength: max, maxBinLength: max, ...options.codec });
     this.decoder = new FrameDecoder(this, { maxFrameSize: HANDSHAKE_MAX_FRAME_SIZE });
     this.writer = new FrameWriter(socket, { fragmentSize: HANDSHAKE_MAX_FRAME_SIZE });
-    this.assembler = new MessageAssembler({
-      maxMessageSize: options.limits.maxMessageSize,
-      maxBufferedBytes: options.maxReassemblyBytes ?? 2 * options.limits.maxMessageSize,
-    });
+    this.maxReassemblyBytes = options.maxReassemblyBytes ?? 2 * options.limits.maxMessageSize;
     this.keepalive = options.keepalive === false ? undefined : new Keepalive(this, options.keepalive);
     const handshakeTimeout = options.handshakeTimeout ?? 10_000;
     this.handshakeTimer = setTimeout(() => {
@@ -207,6 +241,19 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost {
         ? " before the handshake completed (a TLS server does this when it refuses the client's certificate)"
         : "";
     connection.close(new RpcError(ErrorCode.UNAVAILABLE, `connection closed by peer${hint}`));
+  }
+
+  /**
+   * Reassembly of fragmented messages, made when the first frame on a stream
+   * arrives: an idle connection (only handshake and PING/PONG on stream 0)
+   * never needs one. Checks that only ask whether one is busy use
+   * {@link assemblerInstance}, so they do not make one.
+   */
+  private get assembler(): MessageAssembler {
+    return (this.assemblerInstance ??= new MessageAssembler({
+      maxMessageSize: this.limits.maxMessageSize,
+      maxBufferedBytes: this.maxReassemblyBytes,
+    }));
   }
 
   /** Last keepalive round-trip time in ms; undefined before the first PONG or with keepalive off. */
@@ -246,7 +293,7 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost {
     if (this.state !== ConnectionState.HANDSHAKE) return;
     clearTimeout(this.handshakeTimer);
     this.handshakeTimer = undefined;
-    this.peerLimits = peerLimits;
+    this.peerLimits = sharedLimits(peerLimits);
     if (id !== undefined) this.id = id;
     this.state = ConnectionState.OPEN;
     if (chain?.records !== undefined) this.startRecords(chain.records);
@@ -336,13 +383,14 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost {
       queueMicrotask(() => receiver.onReset(reason));
       return;
     }
+    if (this.streams === NO_STREAMS) this.streams = new Map();
     this.streams.set(streamId, receiver);
   }
 
   /** Forgets a finished stream; late frames for it will be ignored. */
   removeStream(streamId: number): void {
     this.streams.delete(streamId);
-    if (this.assembler.busy) this.assembler.forget(streamId);
+    if (this.assemblerInstance?.busy === true) this.assemblerInstance.forget(streamId);
     this.endIfDrained();
   }
 
@@ -590,7 +638,7 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost {
     this.decoder.stop();
     this.recordDecoder?.stop();
     this.writer.close();
-    this.assembler.clear();
+    this.assemblerInstance?.clear();
     const socket = this.socket;
     if (this.heldRecordBytes !== undefined) {
       // Paused for records that will never be read: read and discard the
@@ -617,7 +665,7 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost {
    * Checked whenever a stream closes and after every chunk read.
    */
   private endIfDrained(): void {
-    if (this.state === ConnectionState.DRAINING && this.streams.size === 0 && !this.assembler.busy) this.end();
+    if (this.state === ConnectionState.DRAINING && this.streams.size === 0 && this.assemblerInstance?.busy !== true) this.end();
   }
 
   /**

@@ -46,8 +46,8 @@ export class FrameDecoder {
   private readonly maxParts: number;
   private readonly sink: FrameSink;
   private state = STATE_HEADER;
-  /** Bytes of an incomplete header or payload. */
-  private readonly held = new ChunkList();
+  /** Bytes of an incomplete header or payload; made when a frame first straddles chunks (an idle connection's never does). */
+  private held: ChunkList | undefined;
   private type = 0;
   private flags = 0;
   private streamId = 0;
@@ -58,8 +58,8 @@ export class FrameDecoder {
   private stopped = false;
   /** Set by {@link handOff}: the bytes after the current frame belong to someone else. */
   private handingOff = false;
-  /** What {@link handOff} left unparsed, collected for {@link push} to return. */
-  private rest: Buffer[] = [];
+  /** What {@link handOff} left unparsed, collected for {@link push} to return; made only then. */
+  private rest: Buffer[] | undefined;
 
   constructor(sink: FrameSink, options: FrameDecoderOptions) {
     this.sink = sink;
@@ -70,13 +70,13 @@ export class FrameDecoder {
 
   /** Bytes held for a frame not yet complete. */
   get bufferedBytes(): number {
-    return this.target === null ? this.held.length : this.filled;
+    return this.target === null ? (this.held?.length ?? 0) : this.filled;
   }
 
   /** Stops delivering frames (after a fatal error); later chunks are ignored. */
   stop(): void {
     this.stopped = true;
-    this.held.clear();
+    this.held?.clear();
     this.target = null;
   }
 
@@ -104,8 +104,8 @@ export class FrameDecoder {
     this.deliver(chunk);
     if (!this.handingOff) return undefined;
     this.handingOff = false;
-    const rest = this.rest;
-    this.rest = [];
+    const rest = this.rest ?? [];
+    this.rest = undefined;
     this.stop();
     return rest.length === 1 ? (rest[0] as Buffer) : Buffer.concat(rest);
   }
@@ -126,14 +126,15 @@ export class FrameDecoder {
       if (chunk.length === need) return;
       chunk = chunk.subarray(need);
       if (this.handingOff) {
-        this.rest.push(chunk);
+        (this.rest ??= []).push(chunk);
         return;
       }
     }
-    if (this.held.length === 0) this.parseChunk(chunk);
+    const held = this.held;
+    if (held === undefined || held.length === 0) this.parseChunk(chunk);
     else {
-      this.held.push(chunk);
-      this.drainParts();
+      held.push(chunk);
+      this.drainParts(held);
     }
   }
 
@@ -154,32 +155,33 @@ export class FrameDecoder {
       this.sink.onFrame(this.type, this.flags, this.streamId, payload);
     }
     if (offset < end) {
-      if (this.handingOff) this.rest.push(chunk.subarray(offset));
+      if (this.handingOff) (this.rest ??= []).push(chunk.subarray(offset));
       else if (!this.stopped) {
-        this.held.push(offset === 0 ? chunk : chunk.subarray(offset));
-        this.spillIfFragmented();
+        const held = (this.held ??= new ChunkList());
+        held.push(offset === 0 ? chunk : chunk.subarray(offset));
+        this.spillIfFragmented(held);
       }
     }
   }
 
-  private drainParts(): void {
+  private drainParts(held: ChunkList): void {
     while (!this.stopped) {
       if (this.state === STATE_HEADER) {
-        if (this.held.length < FRAME_HEADER_SIZE) return;
-        this.readHeader(this.held.take(FRAME_HEADER_SIZE), 0);
+        if (held.length < FRAME_HEADER_SIZE) return;
+        this.readHeader(held.take(FRAME_HEADER_SIZE), 0);
       }
-      if (this.held.length < this.length) {
-        this.spillIfFragmented();
+      if (held.length < this.length) {
+        this.spillIfFragmented(held);
         return;
       }
-      const payload = this.length === 0 ? EMPTY : this.held.take(this.length);
+      const payload = this.length === 0 ? EMPTY : held.take(this.length);
       this.state = STATE_HEADER;
-      this.sink.onFrame(this.type, this.flags, this.streamId, payload, this.length !== 0 && this.held.copied);
+      this.sink.onFrame(this.type, this.flags, this.streamId, payload, this.length !== 0 && held.copied);
       if (this.handingOff) {
-        this.rest.push(...this.held.drain());
+        (this.rest ??= []).push(...held.drain());
         return;
       }
-      if (this.held.length === 0) return;
+      if (held.length === 0) return;
     }
   }
 
@@ -188,10 +190,10 @@ export class FrameDecoder {
    * each later concat) grow without bound; past maxParts its payload gets its
    * own buffer, filled as bytes arrive.
    */
-  private spillIfFragmented(): void {
-    if (this.state !== STATE_PAYLOAD || this.held.count <= this.maxParts) return;
-    this.filled = this.held.length;
-    this.target = this.held.gather(this.length);
+  private spillIfFragmented(held: ChunkList): void {
+    if (this.state !== STATE_PAYLOAD || held.count <= this.maxParts) return;
+    this.filled = held.length;
+    this.target = held.gather(this.length);
   }
 
   private readHeader(source: Buffer, offset: number): void {

@@ -1,6 +1,7 @@
 import { lstatSync, unlinkSync } from "node:fs";
 import { type Server as NetServer, type Socket, connect, createServer } from "node:net";
-import { type TlsOptions, createServer as createTlsServer } from "node:tls";
+import { createRequire } from "node:module";
+import type * as Tls from "node:tls";
 import { DEFAULT_LIMITS } from "../protocol/connection.js";
 import { type Endpoint, formatEndpoint, parseEndpoint } from "../protocol/endpoint.js";
 import { DEFAULT_KEEPALIVE, type KeepaliveOptions } from "../protocol/keepalive.js";
@@ -15,6 +16,16 @@ import type { ConnectionMiddleware } from "./connection-middleware.js";
 import type { CallMiddleware } from "./call-middleware.js";
 import { type ChannelHandler, type Handler, type RegisterOptions, type RegisterServiceOptions, Registry } from "./registry.js";
 import { type Credentials, ServerConnection, type ServerConnectionConfig } from "./server-connection.js";
+
+/**
+ * node:tls, loaded on the first TLS listen: a plain-TCP server (most, and
+ * every one behind a TLS-terminating proxy) need not carry it (about 0.5 MB
+ * of RSS). require() because listen is synchronous up to its promise.
+ */
+let tlsModule: typeof Tls | undefined;
+function loadTls(): typeof Tls {
+  return (tlsModule ??= createRequire(import.meta.url)("node:tls") as typeof Tls);
+}
 
 /** Lifecycle hook names, as rap's start and stop events. */
 export type ServerHookName = "beforeStart" | "afterStart" | "beforeStop" | "afterStop";
@@ -94,7 +105,7 @@ export interface ServerOptions {
  * middleware and handlers see the client's certificate on `peer.certificate`.
  * `handshakeTimeout` defaults to the server's.
  */
-export type ServerTlsOptions = TlsOptions;
+export type ServerTlsOptions = Tls.TlsOptions;
 
 /**
  * Where to listen: `host:port`, `[v6]:port`, `:port`, `unix:/path` or a path,
@@ -394,7 +405,7 @@ export class Server {
       const server =
         tls === undefined
           ? createServer({ noDelay: true }, onSocket)
-          : createTlsServer(
+          : loadTls().createServer(
               { handshakeTimeout: this.config.connectionOptions.handshakeTimeout ?? 10_000, ...tls, noDelay: true },
               onSocket,
             );

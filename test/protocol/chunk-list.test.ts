@@ -39,3 +39,35 @@ describe("ChunkList", () => {
     assert.deepEqual([list.length, list.count], [0, 0]);
   });
 });
+
+describe("ChunkList that has never held bytes", () => {
+  it("keeps what is pushed to itself: empty lists share nothing a push can reach", () => {
+    const a = new ChunkList();
+    const b = new ChunkList();
+    assert.deepEqual(a.drain(), []);
+    a.push(Buffer.from("ab"));
+    assert.deepEqual([a.count, b.count, b.length], [1, 0, 0]);
+    assert.deepEqual(b.drain(), []);
+    b.push(Buffer.from("xyz"));
+    assert.equal(a.take(2).toString(), "ab");
+    assert.equal(b.take(3).toString(), "xyz");
+  });
+
+  it("takes pushes again after clear, gather and drain", () => {
+    const list = new ChunkList();
+    list.push(Buffer.from("a"));
+    list.clear();
+    assert.deepEqual([list.length, list.count], [0, 0]);
+    list.push(Buffer.from("bc"));
+    assert.equal(list.gather(2).toString(), "bc");
+    list.push(Buffer.from("d"));
+    assert.deepEqual(
+      list.drain().map((b) => b.toString()),
+      ["d"],
+    );
+    list.push(Buffer.from("ef"));
+    list.push(Buffer.from("g"));
+    assert.equal(list.take(3).toString(), "efg");
+    assert.equal(list.gather(4).length, 4, "gathering nothing still gives a buffer of the size asked");
+  });
+});

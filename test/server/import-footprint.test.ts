@@ -1,0 +1,50 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { describe, it } from "node:test";
+import { promisify } from "node:util";
+
+const run = promisify(execFile);
+const serverIndex = new URL("../../src/server/index.js", import.meta.url).href;
+
+/** Runs an ES module script in a fresh Node process and parses the JSON line it prints. */
+async function inFreshProcess(script: string): Promise<unknown> {
+  const { stdout } = await run(process.execPath, ["--input-type=module", "-e", script], { timeout: 20_000 });
+  return JSON.parse(stdout);
+}
+
+/**
+ * What importing rapt/server loads: dependencies a server may never use are
+ * loaded on first use (each cost every server RSS). A fresh process shows
+ * what an import loads.
+ */
+describe("rapt/server import footprint", () => {
+  it("does not load ipaddr.js until an IP plugin parses an address, which then works", async () => {
+    const result = await inFreshProcess(`
+      import { createRequire } from "node:module";
+      const cache = createRequire(import.meta.url).cache;
+      const loaded = () => Object.keys(cache).some((path) => path.includes("ipaddr.js"));
+      const { ipFilter } = await import(${JSON.stringify(serverIndex)});
+      const atImport = loaded();
+      const filter = ipFilter({ allow: ["10.0.0.0/8", "::1"] });
+      console.log(JSON.stringify({
+        atImport,
+        afterUse: loaded(),
+        inside: filter.allows("10.1.2.3"),
+        mapped: filter.allows("::ffff:10.9.9.9"),
+        outside: filter.allows("192.168.0.1"),
+      }));
+    `);
+    assert.deepEqual(result, { atImport: false, afterUse: true, inside: true, mapped: true, outside: false });
+  });
+
+  it("does not load node:tls for a plain TCP server", async () => {
+    const result = await inFreshProcess(`
+      const { Server } = await import(${JSON.stringify(serverIndex)});
+      const server = new Server();
+      await server.listen("127.0.0.1:0");
+      await server.close();
+      console.log(JSON.stringify({ tls: process.moduleLoadList.includes("NativeModule tls") }));
+    `);
+    assert.deepEqual(result, { tls: false });
+  });
+});
