@@ -1,4 +1,5 @@
-import { FRAME_HEADER_SIZE, FrameFlag, FrameType, writeFrameHeader } from "./frame.js";
+import { FRAME_HEADER_SIZE, FrameFlag, writeFrameHeader } from "./frame.js";
+import { ITEMS_HEADER_SIZE, ItemBatch } from "./item-batch.js";
 
 /** What a {@link FrameWriter} needs of a socket. */
 export interface FrameSocket {
@@ -56,16 +57,16 @@ type WriterSocket = FrameSocket & { [kWriter]: FrameWriter };
  */
 const MIN_SLAB = 256;
 const MAX_SLAB = 64 * 1024;
-/** An ITEMS payload starts with a MessagePack array32 header (0xdd, count:u32be), so items can be appended in place. */
-const ITEMS_HEADER_SIZE = 5;
+/** The most payload one ITEMS frame carries (within the peer's limits). */
+export const MAX_BATCH_BYTES = 16 * 1024;
 /**
- * A batch of items this large is written at once instead of at the end of
- * the turn: a producer with plenty of credit fills a turn with thousands of
- * items, and the reader, which would otherwise get them all at the end, can
- * start on the first ones (and grant more credit) while the rest are made.
+ * Once the turn's outgoing bytes reach this, a batch that closes because it
+ * is full writes them at once instead of at the end of the turn: a producer
+ * with plenty of credit fills a turn with thousands of items, and the
+ * reader, which would otherwise get them all at the end, can start on the
+ * first ones (and grant more credit) while the rest are made.
  */
-export const EARLY_FLUSH_BYTES = 16 * 1024;
-const ARRAY32 = 0xdd;
+export const EARLY_FLUSH_BYTES = 8 * 1024;
 
 /**
  * Outgoing side of a connection. Small frames are copied into a slab and
@@ -100,15 +101,13 @@ export class FrameWriter {
   /** A write returned false and the socket has not emitted `drain` since: one is coming. */
   private drainPending = false;
   private closed = false;
-  /**
-   * Where the frame of the last item written sits in the slab while it is
-   * still the batch's last frame (so more items of its stream can join it);
-   * -1 otherwise.
-   */
-  private itemAt = -1;
-  private itemStream = 0;
-  /** Items in that frame: 1 is an ITEM, more an ITEMS. */
-  private itemCount = 0;
+  /** Items waiting per stream, written into the slab as one frame each (see {@link writeItem}); made on first use. */
+  private batches: Map<number, ItemBatch> | undefined;
+  /** The batch items were last added to: a stream's next item usually goes there, without a Map lookup. */
+  private lastBatch: ItemBatch | undefined;
+  /** A batch buffer kept for the next batch; dropped by a flush that wrote no batch. */
+  private spare: Buffer | undefined;
+  private batchesWritten = 0;
 
   constructor(socket: FrameSocket, options: FrameWriterOptions = {}) {
     this.socket = socket;
@@ -142,7 +141,7 @@ export class FrameWriter {
   /** Queues one frame; `payload` is copied at once, so the caller may reuse it. */
   writeFrame(type: number, flags: number, streamId: number, payload?: Uint8Array): void {
     if (this.closed) return;
-    this.itemAt = -1;
+    if (this.batches !== undefined) this.closeBatchOf(streamId);
     const length = payload === undefined ? 0 : payload.length;
     const at = this.reserve(FRAME_HEADER_SIZE + length);
     const slab = this.slab as Buffer;
@@ -155,7 +154,7 @@ export class FrameWriter {
   /** Queues one frame whose payload is `first` then `second`, copied at once (the caller need not join them). */
   writeFrameParts(type: number, flags: number, streamId: number, first: Uint8Array, second: Uint8Array): void {
     if (this.closed) return;
-    this.itemAt = -1;
+    if (this.batches !== undefined) this.closeBatchOf(streamId);
     const length = first.length + second.length;
     const at = this.reserve(FRAME_HEADER_SIZE + length);
     const slab = this.slab as Buffer;
@@ -167,106 +166,119 @@ export class FrameWriter {
   }
 
   /**
-   * Queues one encoded item of a stream (copied at once). When the frame
-   * written just before is an item of the same stream, the item joins it:
-   * that frame becomes (or stays) an ITEMS frame whose payload is a
-   * MessagePack array, up to `maxItems` items and `maxBytes` of payload.
-   * Otherwise it goes out as an ITEM, which later items may join in turn,
-   * so a lone item costs nothing extra. Returns false, queuing nothing, when
-   * the item must go as an ordinary message instead: it is too large to
-   * share a frame, or large messages of the stream are still queued ahead.
+   * Queues one encoded item of a stream (copied at once). Items of a stream
+   * queued before the end of the turn, with no other frame of that stream
+   * between them, leave as one frame: an ITEM when alone, else an ITEMS
+   * frame whose payload is a MessagePack array of them, of at most
+   * `maxItems` items and `maxBytes` (and {@link MAX_BATCH_BYTES}) of
+   * payload. Items of other streams may come in between; they gather in
+   * batches of their own. Returns false, queuing nothing, when the item
+   * must go as an ordinary message instead: it is too large to share a
+   * frame, or large messages of the stream are still queued ahead.
    */
   writeItem(streamId: number, item: Uint8Array, maxItems: number, maxBytes: number): boolean {
     if (this.closed) return true;
+    const cap = Math.min(maxBytes, MAX_BATCH_BYTES) - ITEMS_HEADER_SIZE;
     const length = item.length;
-    if (length + ITEMS_HEADER_SIZE > maxBytes || this.hasQueued(streamId)) return false;
-    let at = this.itemAt;
-    if (at >= 0 && this.itemStream === streamId && this.itemCount < maxItems) {
-      const count = this.itemCount;
-      const grows = count === 1 ? ITEMS_HEADER_SIZE + length : length;
-      const payloadLength = this.used - at - FRAME_HEADER_SIZE;
-      if (payloadLength + grows <= maxBytes && this.makeRoom(grows)) {
-        at = this.itemAt;
-        const slab = this.slab as Buffer;
-        const payloadAt = at + FRAME_HEADER_SIZE;
-        if (count === 1) {
-          // The lone ITEM becomes an ITEMS: its value moves behind the array header.
-          slab.copyWithin(payloadAt + ITEMS_HEADER_SIZE, payloadAt, this.used);
-          slab[payloadAt] = ARRAY32;
-          slab[at + 4] = FrameType.ITEMS;
-          this.used += ITEMS_HEADER_SIZE;
-        }
-        slab.set(item, this.used);
-        this.used += length;
-        this.itemCount = count + 1;
-        slab.writeUInt32BE(count + 1, payloadAt + 1);
-        slab.writeUInt32BE(payloadLength + grows, at);
-        if (this.used - this.batchStart >= EARLY_FLUSH_BYTES) this.flush();
-        return true;
-      }
+    if (length > cap || this.hasQueued(streamId)) return false;
+    let batch = this.batchOf(streamId);
+    if (batch !== undefined && (batch.count >= maxItems || batch.used + length > cap)) {
+      this.closeBatch(batch, true);
+      batch = undefined;
     }
-    this.writeFrame(FrameType.ITEM, 0, streamId, item);
-    this.itemAt = this.used - FRAME_HEADER_SIZE - length;
-    this.itemStream = streamId;
-    this.itemCount = 1;
+    batch ??= this.openBatch(streamId);
+    batch.reserve(length, cap);
+    batch.bytes.set(item, batch.used);
+    batch.used += length;
+    batch.count++;
+    this.added(batch, maxItems, cap);
     return true;
   }
 
   /**
    * {@link writeItem} for a value not yet encoded: `encoder` writes it
-   * straight into the outgoing batch, so a small item costs no buffer, view
+   * straight into the stream's batch, so a small item costs no buffer, view
    * or copy of its own. Returns false, queuing nothing, when that is not
-   * possible here (no room left in the slab, a value the encoder cannot
-   * write, large messages of the stream queued ahead): the caller then
+   * possible (a value the encoder cannot write, one that does not fit the
+   * batch, large messages of the stream queued ahead): the caller then
    * encodes the item and uses {@link writeItem}.
    */
   writeItemInPlace(streamId: number, encoder: InPlaceEncoder, value: unknown, maxItems: number, maxBytes: number): boolean {
-    const slab = this.slab;
-    if (this.closed || slab === null || this.hasQueued(streamId)) return false;
-    const at = this.itemAt;
-    if (at >= 0 && this.itemStream === streamId && this.itemCount < maxItems) {
-      const count = this.itemCount;
-      const payloadAt = at + FRAME_HEADER_SIZE;
-      // A lone ITEM becomes an ITEMS: the new item goes after room for the array header.
-      const start = count === 1 ? this.used + ITEMS_HEADER_SIZE : this.used;
-      const length = encoder.encodeInto(value, slab, start, Math.min(slab.length, payloadAt + maxBytes));
-      if (length < 0) return false;
-      if (count === 1) {
-        slab.copyWithin(payloadAt + ITEMS_HEADER_SIZE, payloadAt, this.used);
-        slab[payloadAt] = ARRAY32;
-        slab[at + 4] = FrameType.ITEMS;
-      }
-      this.used = start + length;
-      this.itemCount = count + 1;
-      slab.writeUInt32BE(count + 1, payloadAt + 1);
-      slab.writeUInt32BE(this.used - payloadAt, at);
-      if (this.used - this.batchStart >= EARLY_FLUSH_BYTES) this.flush();
-      return true;
+    if (this.closed || this.hasQueued(streamId)) return false;
+    const cap = Math.min(maxBytes, MAX_BATCH_BYTES) - ITEMS_HEADER_SIZE;
+    let batch = this.batchOf(streamId);
+    if (batch !== undefined && batch.count >= maxItems) {
+      this.closeBatch(batch, true);
+      batch = undefined;
     }
-    const payloadAt = this.used + FRAME_HEADER_SIZE;
-    if (payloadAt >= slab.length) return false;
-    // Alone, an item must leave room for the array header to be batchable (as in writeItem).
-    const length = encoder.encodeInto(value, slab, payloadAt, Math.min(slab.length, payloadAt + maxBytes - ITEMS_HEADER_SIZE));
-    if (length < 0) return false;
-    writeFrameHeader(slab, this.used, length, FrameType.ITEM, 0, streamId);
-    this.itemAt = this.used;
-    this.itemStream = streamId;
-    this.itemCount = 1;
-    this.used = payloadAt + length;
-    this.schedule();
+    batch ??= this.openBatch(streamId);
+    let length = encoder.encodeInto(value, batch.bytes, batch.used, Math.min(batch.bytes.length, cap));
+    if (length < 0 && batch.bytes.length < cap) {
+      // Perhaps only the buffer was short: once more with all the room the batch may have.
+      batch.reserve(cap - batch.used, cap);
+      length = encoder.encodeInto(value, batch.bytes, batch.used, cap);
+    }
+    if (length < 0) {
+      if (batch.count === 0) this.dropBatch(batch);
+      return false;
+    }
+    batch.used += length;
+    batch.count++;
+    this.added(batch, maxItems, cap);
     return true;
   }
 
+  private batchOf(streamId: number): ItemBatch | undefined {
+    const last = this.lastBatch;
+    if (last !== undefined && last.streamId === streamId) return last;
+    return this.batches?.get(streamId);
+  }
+
+  private openBatch(streamId: number): ItemBatch {
+    const batch = new ItemBatch(streamId, this.spare);
+    this.spare = undefined;
+    (this.batches ??= new Map()).set(streamId, batch);
+    this.lastBatch = batch;
+    this.schedule();
+    return batch;
+  }
+
+  /** A batch that is full (by count, or by bytes: nothing more fits) goes into the slab now. */
+  private added(batch: ItemBatch, maxItems: number, cap: number): void {
+    this.lastBatch = batch;
+    if (batch.count >= maxItems || batch.used >= cap) this.closeBatch(batch, true);
+  }
+
+  /** Writes the stream's batch, if it has one, before another frame of the stream. */
+  private closeBatchOf(streamId: number): void {
+    const batch = this.batchOf(streamId);
+    if (batch !== undefined) this.closeBatch(batch, false);
+  }
+
   /**
-   * Makes `n` more bytes available right after the batch's last frame without
-   * splitting the batch; false when the batch would outgrow the largest slab.
+   * Writes a batch into the slab. When it closes because it is `full` and
+   * the turn's bytes have reached {@link EARLY_FLUSH_BYTES}, they are written
+   * to the socket at once.
    */
-  private makeRoom(n: number): boolean {
-    const slab = this.slab as Buffer;
-    if (slab.length - this.used >= n) return true;
-    if (this.used - this.batchStart + n > MAX_SLAB) return false;
-    this.reserve(n);
-    return this.itemAt >= 0;
+  private closeBatch(batch: ItemBatch, full: boolean): void {
+    this.emitBatch(batch);
+    this.dropBatch(batch);
+    if (full && this.used - this.batchStart >= EARLY_FLUSH_BYTES) this.flush();
+  }
+
+  private emitBatch(batch: ItemBatch): void {
+    if (batch.count === 0) return;
+    const size = batch.frameSize;
+    const at = this.reserve(size);
+    batch.writeFrame(this.slab as Buffer, at);
+    this.used = at + size;
+    this.batchesWritten++;
+  }
+
+  private dropBatch(batch: ItemBatch): void {
+    this.batches?.delete(batch.streamId);
+    if (this.lastBatch === batch) this.lastBatch = undefined;
+    if (this.spare === undefined || this.spare.length < batch.bytes.length) this.spare = batch.bytes;
   }
 
   /** Whether large messages of `streamId` are still being fragmented out (a new message must queue behind them). */
@@ -315,7 +327,15 @@ export class FrameWriter {
   /** Writes what is queued now instead of at the end of the turn. */
   flush(): void {
     this.scheduled = false;
-    this.itemAt = -1;
+    const batches = this.batches;
+    if (batches !== undefined && batches.size > 0 && !this.closed) {
+      for (const batch of batches.values()) this.emitBatch(batch);
+      for (const batch of batches.values()) this.dropBatch(batch);
+      batches.clear();
+    }
+    // A connection that has stopped streaming gives its batch buffer back.
+    if (this.batchesWritten === 0) this.spare = undefined;
+    this.batchesWritten = 0;
     if (this.closed || this.socket.destroyed) return;
     const bulk = this.bulk;
     if (bulk !== undefined && bulk.size > 0 && !this.waitingDrain) this.fillFragments(bulk);
@@ -360,7 +380,9 @@ export class FrameWriter {
   /** Stops writing; queued frames are discarded. */
   close(): void {
     this.closed = true;
-    this.itemAt = -1;
+    this.batches = undefined;
+    this.lastBatch = undefined;
+    this.spare = undefined;
     this.bulk = undefined;
     this.ready.length = 0;
     this.slab = null;
@@ -406,14 +428,12 @@ export class FrameWriter {
       this.slabSize = Math.min(MAX_SLAB, Math.max(this.slabSize * 2, pending + n));
       const larger = Buffer.allocUnsafe(this.slabSize);
       slab.copy(larger, 0, this.batchStart, this.used);
-      if (this.itemAt >= 0) this.itemAt -= this.batchStart;
       this.slab = larger;
       this.used = pending;
       this.batchStart = 0;
       return pending;
     }
     if (slab !== null && pending > 0) this.ready.push(slab.subarray(this.batchStart, this.used));
-    this.itemAt = -1;
     // Idle connections keep no slab, and busy ones grow theirs up to 64 KiB.
     this.slab = Buffer.allocUnsafe(Math.max(n, this.slabSize));
     this.used = 0;

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { FRAME_HEADER_SIZE, FrameFlag, FrameType } from "../../src/protocol/frame.js";
-import { EARLY_FLUSH_BYTES, type FrameSocket, FrameWriter, type InPlaceEncoder } from "../../src/protocol/frame-writer.js";
+import { EARLY_FLUSH_BYTES, type FrameSocket, MAX_BATCH_BYTES, FrameWriter, type InPlaceEncoder } from "../../src/protocol/frame-writer.js";
 import { MsgpackCodec } from "../../src/protocol/msgpack-codec.js";
 import { between, prng } from "./seeded-random.js";
 
@@ -9,7 +9,6 @@ import { between, prng } from "./seeded-random.js";
 const ARRAY32 = 0xdd;
 const ITEMS_HEADER_SIZE = 5;
 /** The writer's largest slab: a batch of small frames (and so an ITEMS frame joined in place) stays within it. */
-const MAX_SLAB = 64 * 1024;
 
 interface Frame {
   type: number;
@@ -229,34 +228,61 @@ describe("FrameWriter.writeItem", () => {
     writer.close();
   });
 
-  it("ends a batch at a frame of another stream, keeping the order of all frames", () => {
+  it("ends a stream's batch at another frame of that stream; other streams' frames and items do not, and each stream keeps its order", () => {
     const { socket, writer } = setup();
     const a = Array.from({ length: 6 }, (_, i) => item(5, i));
+    const b = [item(5, 100), item(5, 101)];
     writer.writeItem(1, a[0] as Buffer, 1024, 4096);
     writer.writeItem(1, a[1] as Buffer, 1024, 4096);
     writer.writeFrame(FrameType.CREDIT, 0, 3, Buffer.from([0, 0, 0, 9]));
     writer.writeItem(1, a[2] as Buffer, 1024, 4096);
+    writer.writeItem(3, b[0] as Buffer, 1024, 4096);
+    // A frame of stream 1 itself: its three items go first.
+    writer.writeFrame(FrameType.CREDIT, 0, 1, Buffer.from([0, 0, 0, 1]));
     writer.writeItem(1, a[3] as Buffer, 1024, 4096);
-    // An item of another stream ends it as well.
-    writer.writeItem(3, item(5, 100), 1024, 4096);
+    writer.writeItem(3, b[1] as Buffer, 1024, 4096);
     writer.writeItem(1, a[4] as Buffer, 1024, 4096);
     writer.writeFrameParts(FrameType.CALL, 0, 5, Buffer.from("head"), Buffer.from("args"));
     writer.writeItem(1, a[5] as Buffer, 1024, 4096);
     writer.flush();
     const frames = socket.frames();
     assert.deepEqual(summary(frames), [
-      [FrameType.ITEMS, 1, 2],
       [FrameType.CREDIT, 3, 4],
-      [FrameType.ITEMS, 1, 2],
-      [FrameType.ITEM, 3, 7],
-      [FrameType.ITEM, 1, 7],
+      [FrameType.ITEMS, 1, 3],
+      [FrameType.CREDIT, 1, 4],
       [FrameType.CALL, 5, 8],
-      [FrameType.ITEM, 1, 7],
+      // At the flush, in the order the batches began.
+      [FrameType.ITEMS, 3, 2],
+      [FrameType.ITEMS, 1, 3],
     ]);
     assert.deepEqual(
-      frames.filter((f) => f.streamId === 1).flatMap((f) => itemsOf(f)),
+      frames.filter((f) => f.streamId === 1 && f.type !== FrameType.CREDIT).flatMap((f) => itemsOf(f)),
       a,
     );
+    assert.deepEqual(
+      frames.filter((f) => f.streamId === 3 && f.type !== FrameType.CREDIT).flatMap((f) => itemsOf(f)),
+      b,
+    );
+    writer.close();
+  });
+
+  it("batches the items of interleaved streams each in their own frame", () => {
+    const { socket, writer } = setup();
+    const streams = [1, 3, 5, 7];
+    for (let i = 0; i < 100; i++)
+      for (const streamId of streams) writer.writeItem(streamId, item(10, streamId * 1000 + i), 1024, 64 * 1024);
+    writer.flush();
+    const frames = socket.frames();
+    assert.deepEqual(
+      frames.map((f) => [f.type, f.streamId, itemsOf(f).length]),
+      streams.map((streamId) => [FrameType.ITEMS, streamId, 100]),
+    );
+    for (const frame of frames) {
+      assert.deepEqual(
+        itemsOf(frame),
+        Array.from({ length: 100 }, (_, i) => item(10, frame.streamId * 1000 + i)),
+      );
+    }
     writer.close();
   });
 
@@ -360,25 +386,24 @@ describe("FrameWriter.writeItem", () => {
     writer.close();
   });
 
-  it("writes a batch at once when it reaches EARLY_FLUSH_BYTES, every item intact, the rest at the end of the turn", async () => {
+  it("writes the turn's bytes at once when a full batch brings them to EARLY_FLUSH_BYTES, every item intact", async () => {
     const { socket, writer } = setup(256 * 1024);
     const items = Array.from({ length: 30 }, (_, i) => item(1500 + (i % 7), i));
     for (const one of items) assert.equal(writer.writeItem(1, one, 1024, 256 * 1024), true);
-    // 30 x 1.5 KB: two batches reached 16 KiB and went out during the turn.
+    // Ten 1.5 KB items fill a batch of MAX_BATCH_BYTES; each full batch went out at once, the third at the end of the turn.
+    assert.ok(EARLY_FLUSH_BYTES < MAX_BATCH_BYTES);
     assert.equal(socket.chunks.length, 2, "written before the end of the turn");
     await turn();
     const frames = socket.frames();
     assert.deepEqual(
-      frames.map((f) => [f.type, f.chunk]),
+      frames.map((f) => [f.type, f.chunk, itemsOf(f).length]),
       [
-        [FrameType.ITEMS, 0],
-        [FrameType.ITEMS, 1],
-        [FrameType.ITEMS, 2],
+        [FrameType.ITEMS, 0, 10],
+        [FrameType.ITEMS, 1, 10],
+        [FrameType.ITEMS, 2, 10],
       ],
     );
-    for (const frame of frames.slice(0, 2)) {
-      assert.ok(frame.endInChunk >= EARLY_FLUSH_BYTES && frame.endInChunk < EARLY_FLUSH_BYTES + 1600, `cut at ${frame.endInChunk} bytes`);
-    }
+    for (const frame of frames) assert.ok(frame.payload.length <= MAX_BATCH_BYTES);
     assert.deepEqual(
       frames.flatMap((f) => itemsOf(f)),
       items,
@@ -392,7 +417,6 @@ describe("FrameWriter.writeItem", () => {
       itemsOver2KiB: 0,
       splitByCount: 0,
       splitByBytes: 0,
-      splitBySlab: 0,
       splitByEarlyFlush: 0,
       fragmentedItems: 0,
     };
@@ -419,7 +443,6 @@ interface Seen {
   itemsOver2KiB: number;
   splitByCount: number;
   splitByBytes: number;
-  splitBySlab: number;
   splitByEarlyFlush: number;
   fragmentedItems: number;
 }
@@ -445,8 +468,8 @@ async function fuzzRun(seed: number, seen: Seen): Promise<void> {
   const { socket, writer } = setup(fragmentSize);
   const expected = new Map<number, Expected[]>([[0, []], ...streams.map((s): [number, Expected[]] => [s, []])]);
   let run = 0;
-  /** The stream whose run is open (its last item frame may take more), -1 for none. */
-  let runStream = -1;
+  /** Each stream's open run: items that may still share its batch. */
+  const runOf = new Map<number, number>();
   let tag = seed * 100_000;
 
   // Half the runs also write items in place, as a connection does first, falling back to writeItem.
@@ -455,26 +478,19 @@ async function fuzzRun(seed: number, seen: Seen): Promise<void> {
     const bytes = item(size, tag++);
     const queued = writer.hasQueued(streamId);
     let taken = inPlace && rand() < 0.7 && writer.writeItemInPlace(streamId, copyEncoder, bytes, maxItems, maxBytes);
+    const fits = bytes.length + ITEMS_HEADER_SIZE <= Math.min(maxBytes, MAX_BATCH_BYTES);
     if (taken) {
-      assert.ok(bytes.length + ITEMS_HEADER_SIZE <= maxBytes && !queued, context(`writeItemInPlace took ${bytes.length} bytes`));
+      assert.ok(fits && !queued, context(`writeItemInPlace took ${bytes.length} bytes`));
       seen.inPlace++;
     } else taken = writer.writeItem(streamId, bytes, maxItems, maxBytes);
-    assert.equal(
-      taken,
-      bytes.length + ITEMS_HEADER_SIZE <= maxBytes && !queued,
-      context(`writeItem of ${bytes.length} bytes, queued ${queued}`),
-    );
-    if (taken && runStream !== streamId) {
-      run++;
-      runStream = streamId;
-    }
+    assert.equal(taken, fits && !queued, context(`writeItem of ${bytes.length} bytes, queued ${queued}`));
+    if (taken && !runOf.has(streamId)) runOf.set(streamId, ++run);
     // A refused item goes alone, so it is in no run.
-    (expected.get(streamId) as Expected[]).push({ bytes, type: 0, run: taken ? run : -1 });
+    (expected.get(streamId) as Expected[]).push({ bytes, type: 0, run: taken ? (runOf.get(streamId) as number) : -1 });
     if (!taken) {
-      // As a connection does: the item goes as an ordinary message. Written
-      // into the batch, it ends the run; queued behind the stream's large
-      // message, it is not in the batch at all.
-      if (!queued) runStream = -1;
+      // As a connection does: the item goes as an ordinary message, which
+      // ends the stream's batch (other streams' batches go on).
+      runOf.delete(streamId);
       writer.writeMessage(FrameType.ITEM, streamId, bytes);
     }
   };
@@ -502,17 +518,17 @@ async function fuzzRun(seed: number, seen: Seen): Promise<void> {
       const target = rand() < 0.2 ? 0 : streamId;
       const type = pick([FrameType.CREDIT, FrameType.CANCEL, FrameType.RESULT]);
       const payload = Buffer.alloc(between(rand, 0, 64), tag++ & 0xff);
-      if (!writer.hasQueued(target)) runStream = -1;
+      runOf.delete(target);
       if (writer.hasQueued(target) || rand() < 0.4) writer.writeMessage(type, target, payload);
       else if (rand() < 0.5) writer.writeFrame(type, 0, target, payload);
       else writer.writeFrameParts(type, 0, target, payload.subarray(0, payload.length >> 1), payload.subarray(payload.length >> 1));
       (expected.get(target) as Expected[]).push({ bytes: payload, type, run: -1 });
     } else if (r < 0.93) {
       writer.flush();
-      runStream = -1;
+      runOf.clear();
     } else {
       await turn();
-      runStream = -1;
+      runOf.clear();
     }
   }
   for (let i = 0; i < 10_000 && writer.queuedBulkBytes > 0; i++) writer.flush();
@@ -554,7 +570,7 @@ async function fuzzRun(seed: number, seen: Seen): Promise<void> {
         if (frame.payload.length > 2048) seen.itemsOver2KiB++;
         const decoded = codec.decodeItems(frame.payload, maxItems);
         assert.equal(decoded.length, count, `${where}: decodes`);
-        checkSplit(previous, entries[0] as Expected, where);
+        checkSplit(previous, entries[0] as Expected, where, frame);
         previous = { frame, count, run };
         next += count;
         continue;
@@ -574,28 +590,35 @@ async function fuzzRun(seed: number, seen: Seen): Promise<void> {
       if (parts.length > 1 && frame.type === FrameType.ITEM) seen.fragmentedItems++;
       assert.equal(frame.type, entry.type === 0 ? FrameType.ITEM : entry.type, `${where}: message type`);
       assert.ok(payload.equals(entry.bytes), `${where}: payload (${payload.length} vs ${entry.bytes.length} bytes)`);
-      if (parts.length === 1 && frame.type === FrameType.ITEM) checkSplit(previous, entry, where);
+      if (parts.length === 1 && frame.type === FrameType.ITEM) checkSplit(previous, entry, where, frame);
       previous = parts.length === 1 && frame.type === FrameType.ITEM ? { frame, count: 1, run: entry.run } : undefined;
       next++;
     }
     assert.equal(next, want.length, context(`stream ${streamId}: ${want.length - next} messages missing`));
   }
 
-  /** Items of one run that start a new frame must have had a reason: maxItems, maxBytes or the 64 KiB batch. */
-  function checkSplit(previous: { frame: Frame; count: number; run: number } | undefined, first: Expected, where: string): void {
+  /**
+   * Items of one run (one stream, no flush or other frame of the stream
+   * between them) that start a new frame must have had a reason: maxItems,
+   * the batch's bytes (maxBytes or MAX_BATCH_BYTES), or an early flush,
+   * which put the next frame in a later write.
+   */
+  function checkSplit(
+    previous: { frame: Frame; count: number; run: number } | undefined,
+    first: Expected,
+    where: string,
+    next: Frame,
+  ): void {
     if (previous === undefined || previous.run !== first.run || first.type !== 0 || first.run < 0) return;
-    const grows = previous.count === 1 ? ITEMS_HEADER_SIZE + first.bytes.length : first.bytes.length;
+    const itemBytes = previous.count === 1 ? previous.frame.payload.length : previous.frame.payload.length - ITEMS_HEADER_SIZE;
     const byCount = previous.count >= maxItems;
-    const byBytes = previous.frame.payload.length + grows > maxBytes;
-    const bySlab = previous.frame.endInChunk + grows > MAX_SLAB;
-    // A batch that reached EARLY_FLUSH_BYTES was written there and then.
-    const byFlush = previous.frame.endInChunk >= EARLY_FLUSH_BYTES;
+    const byBytes = itemBytes + first.bytes.length > Math.min(maxBytes, MAX_BATCH_BYTES) - ITEMS_HEADER_SIZE;
+    const byFlush = next.chunk !== previous.frame.chunk;
     if (byCount) seen.splitByCount++;
     if (byBytes) seen.splitByBytes++;
-    if (bySlab) seen.splitBySlab++;
     if (byFlush) seen.splitByEarlyFlush++;
     assert.ok(
-      byCount || byBytes || bySlab || byFlush,
+      byCount || byBytes || byFlush,
       `${where}: a frame of ${previous.count} items was left with room for the next item of its run`,
     );
   }
