@@ -4,7 +4,7 @@ import { type Endpoint, formatEndpoint, parseEndpoint } from "../protocol/endpoi
 import { DEFAULT_KEEPALIVE, type KeepaliveOptions } from "../protocol/keepalive.js";
 import type { CodecLimits } from "../protocol/msgpack-codec.js";
 import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
-import { DEFAULT_STREAM_WINDOW, type Limits, type Metadata, assertMetadata } from "../protocol/wire-messages.js";
+import { DEFAULT_STREAM_WINDOW, type Limits, type Metadata, assertLimits, assertMetadata } from "../protocol/wire-messages.js";
 import type { BackoffOptions } from "./backoff.js";
 import type { CallOptions } from "./call-options.js";
 import { peerOf } from "../server/call-context.js";
@@ -157,7 +157,7 @@ export class Client {
     this.endpoint = this.endpoints[0] as string;
     const keepalive = options.keepalive === false ? false : { ...DEFAULT_KEEPALIVE, ...options.keepalive };
     if (options.metadata !== undefined) assertMetadata(options.metadata);
-    const limits = { ...DEFAULT_LIMITS, ...options.limits };
+    const limits = assertLimits({ ...DEFAULT_LIMITS, ...options.limits });
     this.window = limits.streamWindow ?? DEFAULT_STREAM_WINDOW;
     this.link = new ConnectionPool(
       parsed,

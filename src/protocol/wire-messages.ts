@@ -131,6 +131,7 @@ const isMetadata = typia.createIs<Metadata>();
 const checkErrorBody = typia.createValidate<ErrorBody>();
 const checkGoaway = typia.createValidate<Goaway>();
 const checkMetadata = typia.createValidate<Metadata>();
+const checkLimits = typia.createValidate<Limits>();
 
 function invalid(what: string, result: Typia.IValidation.IFailure): RpcError {
   const first = result.errors[0];
@@ -165,6 +166,22 @@ export function assertMetadata(value: unknown): Metadata {
   throw new RpcError(
     ErrorCode.INVALID_ARGUMENT,
     `metadata${first?.path.slice("$input".length) ?? ""} should be ${first?.expected ?? "string or Uint8Array"}`,
+  );
+}
+
+/**
+ * Checks the limits a server or client is configured with, before it
+ * announces them: a peer refuses a handshake whose limits break PROTOCOL.md
+ * §4.1, so every connection would fail. INVALID_ARGUMENT naming the field
+ * otherwise.
+ */
+export function assertLimits(value: unknown): Limits {
+  const result = checkLimits(value);
+  if (result.success) return result.data;
+  const first = result.errors[0];
+  throw new RpcError(
+    ErrorCode.INVALID_ARGUMENT,
+    `limits${first?.path.slice("$input".length) ?? ""} should be ${first?.expected ?? "valid limits"} (PROTOCOL.md §4.1)`,
   );
 }
 

@@ -8,7 +8,7 @@ import { DEFAULT_KEEPALIVE, type KeepaliveOptions } from "../protocol/keepalive.
 import type { CodecLimits } from "../protocol/msgpack-codec.js";
 import { type Processor, checkProcessors } from "../protocol/processor.js";
 import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
-import type { Limits } from "../protocol/wire-messages.js";
+import { type Limits, assertLimits } from "../protocol/wire-messages.js";
 import type { Remote } from "../client/remote.js";
 import { type ConnectionInfo, type PeerInfo, isLoopbackPeer, peerOf } from "./call-context.js";
 import { remoteOf } from "./server-call.js";
@@ -164,7 +164,7 @@ export class Server {
     this.config = {
       registry: this.registry,
       connectionOptions: {
-        limits: { ...DEFAULT_LIMITS, ...options.limits },
+        limits: assertLimits({ ...DEFAULT_LIMITS, ...options.limits }),
         keepalive,
         ...(options.handshakeTimeout === undefined ? {} : { handshakeTimeout: options.handshakeTimeout }),
         ...(options.fragmentSize === undefined ? {} : { fragmentSize: options.fragmentSize }),

@@ -193,6 +193,21 @@ describe("ITEMS frames", () => {
   });
 });
 
+describe("configured limits", () => {
+  it("a server or client given limits a peer would refuse fails at construction with INVALID_ARGUMENT naming the field", () => {
+    const cases: Array<[object, RegExp]> = [
+      [{ maxBatchItems: 0 }, /limits\.maxBatchItems should be number & Minimum<1>/],
+      [{ streamWindow: 1.5 }, /limits\.streamWindow should be number & Type<"uint32">/],
+      [{ maxFrameSize: 100 }, /limits\.maxFrameSize should be number & Minimum<1024>/],
+    ];
+    for (const [limits, message] of cases) {
+      for (const make of [() => new Server({ limits }), () => new Client("127.0.0.1:1", { limits })]) {
+        assert.throws(make, (e: unknown) => (e as { code?: string }).code === "INVALID_ARGUMENT" && message.test((e as Error).message));
+      }
+    }
+  });
+});
+
 /** A rapt client streaming an argument to a hand-written server that announces a small maxBatchItems. */
 describe("a rapt client sending ITEMS", () => {
   it("keeps to the server's maxBatchItems, and sends only ITEM to a server that announced none", async () => {
