@@ -1,4 +1,11 @@
-import { Decoder, EXT_TIMESTAMP, Encoder, ExtensionCodec, decodeTimestampExtension, encodeTimestampExtension } from "@msgpack/msgpack";
+import {
+  Decoder,
+  EXT_TIMESTAMP,
+  Encoder,
+  ExtensionCodec,
+  decodeTimestampExtension,
+  encodeTimestampExtension,
+} from "@msgpack/msgpack/dist.esm/index.mjs";
 import { NOT_PLAIN, PlainDecoder } from "./plain-decoder.js";
 import { PlainEncoder } from "./plain-encoder.js";
 import { ErrorCode, RpcError } from "./rpc-error.js";

@@ -37,6 +37,20 @@ describe("rapt/server import footprint", () => {
     assert.deepEqual(result, { atImport: false, afterUse: true, inside: true, mapped: true, outside: false });
   });
 
+  it("loads @msgpack/msgpack's ES module build, not its CommonJS build (which Node's export lexer would scan)", async () => {
+    const result = await inFreshProcess(`
+      import { createRequire } from "node:module";
+      const cache = createRequire(import.meta.url).cache;
+      const { Server } = await import(${JSON.stringify(serverIndex)});
+      const server = new Server();
+      server.register("t", { now: () => new Date(0) });
+      await server.listen("127.0.0.1:0");
+      await server.close();
+      console.log(JSON.stringify({ cjs: Object.keys(cache).filter((path) => path.includes("@msgpack")).length }));
+    `);
+    assert.deepEqual(result, { cjs: 0 });
+  });
+
   it("does not load node:tls for a plain TCP server", async () => {
     const result = await inFreshProcess(`
       const { Server } = await import(${JSON.stringify(serverIndex)});
