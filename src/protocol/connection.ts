@@ -4,7 +4,7 @@ import { FrameDecoder, type FrameSink } from "./frame-decoder.js";
 import { FrameWriter } from "./frame-writer.js";
 import { Keepalive, type KeepaliveHost, type KeepaliveOptions } from "./keepalive.js";
 import { MessageAssembler } from "./message-assembler.js";
-import { type CodecLimits, type MsgpackCodec, sharedCodec } from "./msgpack-codec.js";
+import { type CodecLimits, DEFAULT_MAX_ARRAY_LENGTH, type MsgpackCodec, sharedCodec } from "./msgpack-codec.js";
 import { ErrorCode, RpcError } from "./rpc-error.js";
 import { encodeCredit } from "./credit.js";
 import type { ProcessorChain, RecordTransform } from "./processor.js";
@@ -112,7 +112,9 @@ const MAX_SHARED_LIMIT_SETS = 16;
 function sharedLimits(limits: Limits): Limits {
   const entries = Object.entries(limits);
   if (entries.length > 8 || !entries.every(([, value]) => typeof value === "number")) return limits;
-  const key = entries.map(([name, value]) => `${name}=${value as number}`).join(",");
+  // JSON, not a joined list: a peer's key could otherwise contain the separators
+  // and make its limits the ones a different peer's connections share.
+  const key = JSON.stringify(entries);
   let shared = sharedLimitSets.get(key);
   if (shared === undefined) {
     if (sharedLimitSets.size >= MAX_SHARED_LIMIT_SETS) return limits;
@@ -191,9 +193,9 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost {
     this.role = options.role;
     // The ITEMS array is an array like any other to the decoder, so no more
     // items per frame are announced than the array length limit allows.
-    const maxArray = options.codec?.maxArrayLength;
+    const maxArray = options.codec?.maxArrayLength ?? DEFAULT_MAX_ARRAY_LENGTH;
     this.limits =
-      maxArray !== undefined && options.limits.maxBatchItems !== undefined && options.limits.maxBatchItems > maxArray
+      options.limits.maxBatchItems !== undefined && options.limits.maxBatchItems > maxArray
         ? { ...options.limits, maxBatchItems: maxArray }
         : options.limits;
     this.nextLocalStream = options.role === "client" ? 1 : 2;
@@ -794,7 +796,9 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost {
       );
       return;
     }
-    if (flags !== 0 || this.assembler.busy) {
+    // CREDIT is never part of a message: it may come between the fragments of
+    // one on its stream (the peer grants while it still sends), PROTOCOL.md §6.2.
+    if ((flags !== 0 || this.assemblerInstance?.busy === true) && !(type === FrameType.CREDIT && flags === 0)) {
       try {
         const whole = this.assembler.add(type, flags, streamId, payload, owned);
         if (whole === null) return;

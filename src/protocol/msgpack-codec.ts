@@ -29,6 +29,9 @@ export interface CodecLimits {
   maxDepth?: number;
 }
 
+/** The array length limit when none is configured. */
+export const DEFAULT_MAX_ARRAY_LENGTH = 1_000_000;
+
 /** Most decimal digits (sign not counted) a BigInt extension may carry. */
 const MAX_BIGINT_DIGITS = 1000;
 const BIGINT_TEXT = /^-?[0-9]{1,1000}$/;
@@ -157,7 +160,7 @@ export class MsgpackCodec {
     const decodeLimits = {
       maxStrLength: limits.maxStrLength ?? 64 * 1024 * 1024,
       maxBinLength: limits.maxBinLength ?? 64 * 1024 * 1024,
-      maxArrayLength: limits.maxArrayLength ?? 1_000_000,
+      maxArrayLength: limits.maxArrayLength ?? DEFAULT_MAX_ARRAY_LENGTH,
       maxMapLength: limits.maxMapLength ?? 100_000,
     };
     this.decoder = new Decoder({ extensionCodec, ...decodeLimits, maxExtLength: limits.maxExtLength ?? 1024 });
@@ -171,10 +174,9 @@ export class MsgpackCodec {
    * {@link RpcError} INVALID_ARGUMENT for values MessagePack cannot carry.
    */
   encodeShared(value: unknown): Uint8Array {
-    const plain = this.plain.encode(value);
-    if (plain !== undefined) return plain;
     try {
-      return this.encoder.encodeSharedRef(value);
+      // A getter that throws fails the encoding like any unencodable value.
+      return this.plain.encode(value) ?? this.encoder.encodeSharedRef(value);
     } catch (error) {
       throw new RpcError(ErrorCode.INVALID_ARGUMENT, `value cannot be encoded as MessagePack: ${(error as Error).message}`);
     }
@@ -186,7 +188,11 @@ export class MsgpackCodec {
    * that is not plain data or does not fit (use {@link encodeShared} then).
    */
   encodeInto(value: unknown, target: Buffer, offset: number, end: number): number {
-    return this.plain.encodeInto(value, target, offset, end);
+    try {
+      return this.plain.encodeInto(value, target, offset, end);
+    } catch (error) {
+      throw new RpcError(ErrorCode.INVALID_ARGUMENT, `value cannot be encoded as MessagePack: ${(error as Error).message}`);
+    }
   }
 
   /** Encodes into a new buffer the caller owns. */

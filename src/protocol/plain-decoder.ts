@@ -1,3 +1,5 @@
+import { isUtf8 } from "node:buffer";
+
 /** What a {@link PlainDecoder} enforces; the same limits the general decoder has. */
 export interface PlainDecoderLimits {
   maxStrLength: number;
@@ -41,7 +43,7 @@ interface CachedKey {
  * an unknown type byte, a key that is not a string or number, `__proto__`),
  * it reports as {@link NOT_PLAIN} without throwing, and the caller decodes
  * the bytes with the general decoder, which returns the value or the error
- * it always gave. Invalid UTF-8 in a string is replaced with U+FFFD.
+ * it always gave. Strings that are not valid UTF-8 go to it as well.
  */
 export class PlainDecoder {
   private readonly limits: PlainDecoderLimits;
@@ -208,15 +210,25 @@ export class PlainDecoder {
       let text = "";
       for (let i = start; i < start + length; i++) {
         const c = b[i] as number;
-        if (c >= 0x80) return utf8Slice.call(b, start, start + length);
+        if (c >= 0x80) return this.utf8(start, length);
         text += String.fromCharCode(c);
       }
       return text;
     }
-    return utf8Slice.call(b, start, start + length);
+    return this.utf8(start, length);
   }
 
-  private cachedKey(start: number, length: number): string {
+  /**
+   * UTF-8 text; invalid UTF-8 is left to the general decoder, which keeps
+   * what it can of it (a lone surrogate comes back as it was sent) where
+   * Buffer would put U+FFFD.
+   */
+  private utf8(start: number, length: number): unknown {
+    const b = this.bytes;
+    return isUtf8(b.subarray(start, start + length)) ? utf8Slice.call(b, start, start + length) : NOT_PLAIN;
+  }
+
+  private cachedKey(start: number, length: number): unknown {
     const b = this.bytes;
     let bucket = this.keys[length];
     if (bucket !== undefined) {
@@ -227,8 +239,10 @@ export class PlainDecoder {
         return cached.text;
       }
     } else bucket = this.keys[length] = [];
-    const text = utf8Slice.call(b, start, start + length);
-    if (bucket.length < KEYS_PER_LENGTH) bucket.push({ bytes: Uint8Array.prototype.slice.call(b, start, start + length), text });
+    const text = this.utf8(start, length);
+    if (text === NOT_PLAIN) return NOT_PLAIN;
+    if (bucket.length < KEYS_PER_LENGTH)
+      bucket.push({ bytes: Uint8Array.prototype.slice.call(b, start, start + length), text: text as string });
     return text;
   }
 

@@ -9,6 +9,11 @@
  * makes {@link PlainEncoder.encode} give up, and the caller encodes the
  * whole value with the general encoder instead.
  */
+/** String.prototype.isWellFormed (ES2024, in Node since 20). */
+interface WellFormed {
+  isWellFormed(): boolean;
+}
+
 export class PlainEncoder {
   /** Where bytes go: the own buffer, or a caller's (see {@link encodeInto}). */
   private buffer: Buffer;
@@ -144,8 +149,7 @@ export class PlainEncoder {
   private string(s: string): boolean {
     const length = s.length;
     // Short ASCII, the usual key or value, is written a character at a time;
-    // anything else is measured and written by Buffer (UTF-8, a lone
-    // surrogate as U+FFFD).
+    // anything else is measured and written by Buffer as UTF-8.
     if (length < 32) {
       if (!this.ensure(1 + length)) return false;
       const b = this.buffer;
@@ -162,6 +166,9 @@ export class PlainEncoder {
         return true;
       }
     }
+    // A lone surrogate is left to the general encoder, which keeps it (as
+    // three bytes) where UTF-8 would turn it into U+FFFD.
+    if (!(s as string & WellFormed).isWellFormed()) return false;
     const bytes = Buffer.byteLength(s, "utf8");
     if (!this.ensure(5 + bytes)) return false;
     const b = this.buffer;

@@ -175,7 +175,10 @@ export function assertMetadata(value: unknown): Metadata {
  * §4.1, so every connection would fail. INVALID_ARGUMENT naming the field
  * otherwise.
  */
-export function assertLimits(value: unknown): Limits {
+export function assertLimits(value: Record<string, unknown>): Limits {
+  // A limit set to undefined is left out (not announced), not sent as nil:
+  // `maxBatchItems: undefined` turns ITEMS frames towards this side off.
+  for (const key of Object.keys(value)) if (value[key] === undefined) delete value[key];
   const result = checkLimits(value);
   if (result.success) return result.data;
   const first = result.errors[0];

@@ -133,6 +133,15 @@ describe("PlainDecoder", () => {
     assert.deepEqual(plain.decode(Buffer.from([0x82, 0x01, 0xa1, 0x61, 0xcc, 0xc8, 0xc0])), { 1: "a", 200: null });
   });
 
+  it("leaves invalid UTF-8 to the general decoder, which keeps a lone surrogate as it was sent", () => {
+    const plain = new PlainDecoder(LIMITS);
+    const lone = Buffer.from([0xa3, 0xed, 0xa0, 0x80]);
+    assert.equal(plain.decode(lone), NOT_PLAIN);
+    assert.equal(plain.decode(Buffer.from([0x81, 0xa3, 0xed, 0xa0, 0x80, 0x01])), NOT_PLAIN, "as a key too");
+    const codec = new MsgpackCodec();
+    assert.equal(codec.decode(lone), general.decode(lone));
+  });
+
   it("returns binary as a view of the input, like the general decoder", () => {
     const plain = new PlainDecoder(LIMITS);
     const bytes = Buffer.from(encoder.encode({ data: Buffer.from([1, 2, 3]) }));

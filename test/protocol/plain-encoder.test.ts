@@ -184,6 +184,37 @@ describe("PlainEncoder", () => {
     }
   });
 
+  it("leaves lone surrogates to the general encoder, so they come back as they were sent, keys included", () => {
+    const plain = new PlainEncoder(65);
+    const codec = new MsgpackCodec();
+    const cut = "👍👍".slice(0, 3);
+    for (const value of [cut, { "\ud800": 1, "\ud801": 2 }, ["\udfff", "short \ud800"]]) {
+      assert.equal(plain.encode(value), undefined);
+      assert.deepEqual(codec.decode(codec.encode(value)), value);
+    }
+    // A long one is the general encoder's too, which writes U+FFFD for it there (as it always did).
+    const long = "x".repeat(100) + "\ud800";
+    assert.equal(plain.encode(long), undefined);
+    assert.deepEqual(Buffer.from(codec.encode(long)), Buffer.from(general.encode(long)));
+  });
+
+  it("a getter that throws fails the encoding with INVALID_ARGUMENT naming the problem", () => {
+    const codec = new MsgpackCodec();
+    const value = {
+      get broken(): number {
+        throw new Error("no value here");
+      },
+    };
+    assert.throws(
+      () => codec.encodeShared(value),
+      (e: unknown) => (e as { code?: string }).code === "INVALID_ARGUMENT" && /no value here/.test((e as Error).message),
+    );
+    assert.throws(
+      () => codec.encodeInto(value, Buffer.alloc(64), 0, 64),
+      (e: unknown) => (e as { code?: string }).code === "INVALID_ARGUMENT",
+    );
+  });
+
   it("a getter that encodes while the encoder is busy gets the general encoder, and both results are right", () => {
     const codec = new MsgpackCodec();
     let inner: unknown;

@@ -193,6 +193,93 @@ describe("ITEMS frames", () => {
   });
 });
 
+describe("review fixes around items", () => {
+  it("a CREDIT between the fragments of an item on its stream is taken, not a connection error", async () => {
+    const server = new Server({ keepalive: false });
+    server.register("s", {
+      async size(values: AsyncIterable<string>): Promise<number> {
+        let total = 0;
+        for await (const v of values) total += v.length;
+        return total;
+      },
+    });
+    const [address] = (await server.listen("127.0.0.1:0")) as [string];
+    const peer = await RawPeer.open(Number(address.split(":").pop()));
+    try {
+      peer.write(streamingCall(1, "s.size"));
+      const item = Buffer.from(encode("x".repeat(100_000)));
+      peer.write(frame(FrameType.ITEM, 0x01, 1, item.subarray(0, 60_000)));
+      // The client grants credit on the same stream while its item is half sent.
+      peer.write(frame(FrameType.CREDIT, 0, 1, Buffer.from([0, 0, 0, 8])));
+      peer.write(frame(FrameType.ITEM, 0, 1, item.subarray(60_000)));
+      peer.write(frame(FrameType.END, 0, 1));
+      assert.deepEqual(await peer.nextResult(), { streamId: 1, value: 100_000 });
+      assert.equal(peer.isClosed, false);
+    } finally {
+      peer.destroy();
+      await server.close();
+    }
+  });
+
+  it("a peer's limits never become those another peer's connection uses (no key collision in the shared limit sets)", async () => {
+    const server = new Server({ keepalive: false });
+    server.register("t", {
+      async *count(n: number): AsyncGenerator<number> {
+        for (let i = 0; i < n; i++) yield i;
+      },
+    });
+    const [address] = (await server.listen("127.0.0.1:0")) as [string];
+    // One unknown key that, joined as name=value pairs, would read like a legitimate peer's streamWindow and maxBatchItems.
+    const hostile = await RawPeer.connect(Number(address.split(":").pop()));
+    const client = new Client(address, { keepalive: false, limits: { streamWindow: 16 } });
+    try {
+      hostile.write(
+        helloFrame(1, undefined, {
+          maxFrameSize: 1_048_576,
+          maxMessageSize: 67_108_864,
+          maxConcurrentStreams: 10_000,
+          "streamWindow=16,maxBatchItems": 1024,
+        }),
+      );
+      await hostile.next(FrameType.WELCOME);
+      let n = 0;
+      for await (const _ of client.stream<number>("t.count", [1000])) n++;
+      assert.equal(n, 1000);
+    } finally {
+      hostile.destroy();
+      await client.close();
+      await server.close();
+    }
+  });
+
+  it("limits.maxBatchItems: undefined announces none; a rapt client then sends only ITEM, and calls work", async () => {
+    const server = new Server({ keepalive: false, limits: { maxBatchItems: undefined } });
+    server.register("s", {
+      async sum(values: AsyncIterable<number>): Promise<number> {
+        let total = 0;
+        for await (const v of values) total += v;
+        return total;
+      },
+    });
+    const [address] = (await server.listen("127.0.0.1:0")) as [string];
+    const raw = await RawPeer.connect(Number(address.split(":").pop()));
+    const client = new Client(address, { keepalive: false });
+    try {
+      raw.write(helloFrame());
+      const welcome = decode((await raw.next(FrameType.WELCOME)).payload) as { limits: Record<string, unknown> };
+      assert.equal("maxBatchItems" in welcome.limits, false);
+      async function* numbers(): AsyncGenerator<number> {
+        for (let i = 1; i <= 500; i++) yield i;
+      }
+      assert.equal(await client.call("s.sum", [numbers()]), 125_250);
+    } finally {
+      raw.destroy();
+      await client.close();
+      await server.close();
+    }
+  });
+});
+
 describe("configured limits", () => {
   it("a server or client given limits a peer would refuse fails at construction with INVALID_ARGUMENT naming the field", () => {
     const cases: Array<[object, RegExp]> = [
