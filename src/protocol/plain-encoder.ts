@@ -174,18 +174,7 @@ export class PlainEncoder {
     const b = this.buffer;
     let p = this.pos;
     if (bytes < 32) b[p++] = 0xa0 + bytes;
-    else if (bytes < 0x100) {
-      b[p++] = 0xd9;
-      b[p++] = bytes;
-    } else if (bytes < 0x10000) {
-      b[p++] = 0xda;
-      b[p++] = bytes >>> 8;
-      b[p++] = bytes & 0xff;
-    } else {
-      b[p++] = 0xdb;
-      b.writeUInt32BE(bytes, p);
-      p += 4;
-    }
+    else p = lengthHeader(b, p, bytes, 0xd9);
     this.pos = p + b.write(s, p, "utf8");
     return true;
   }
@@ -194,19 +183,7 @@ export class PlainEncoder {
     const size = bytes.length;
     if (!this.ensure(5 + size)) return false;
     const b = this.buffer;
-    let p = this.pos;
-    if (size < 0x100) {
-      b[p++] = 0xc4;
-      b[p++] = size;
-    } else if (size < 0x10000) {
-      b[p++] = 0xc5;
-      b[p++] = size >>> 8;
-      b[p++] = size & 0xff;
-    } else {
-      b[p++] = 0xc6;
-      b.writeUInt32BE(size, p);
-      p += 4;
-    }
+    const p = lengthHeader(b, this.pos, size, 0xc4);
     b.set(bytes, p);
     this.pos = p + size;
     return true;
@@ -261,4 +238,26 @@ export class PlainEncoder {
     this.limit = larger.length;
     return true;
   }
+}
+
+/**
+ * A str or bin header with an 8-, 16- or 32-bit length: `first` is the
+ * 8-bit form's type byte (0xd9 str 8, 0xc4 bin 8), the next two the wider
+ * forms'. Returns where the content starts.
+ */
+function lengthHeader(b: Buffer, p: number, size: number, first: number): number {
+  if (size < 0x100) {
+    b[p] = first;
+    b[p + 1] = size;
+    return p + 2;
+  }
+  if (size < 0x10000) {
+    b[p] = first + 1;
+    b[p + 1] = size >>> 8;
+    b[p + 2] = size & 0xff;
+    return p + 3;
+  }
+  b[p] = first + 2;
+  b.writeUInt32BE(size, p + 1);
+  return p + 5;
 }

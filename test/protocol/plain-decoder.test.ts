@@ -3,58 +3,12 @@ import { describe, it } from "node:test";
 import { Decoder, Encoder } from "@msgpack/msgpack";
 import { MsgpackCodec } from "../../src/protocol/msgpack-codec.js";
 import { NOT_PLAIN, PlainDecoder } from "../../src/protocol/plain-decoder.js";
+import { randomPlainValue } from "./random-values.js";
 import { between, prng } from "./seeded-random.js";
 
 const LIMITS = { maxStrLength: 1 << 20, maxBinLength: 1 << 20, maxArrayLength: 1000, maxMapLength: 100, maxDepth: 64 };
 const general = new Decoder({ ...LIMITS, maxExtLength: 1024 });
 const encoder = new Encoder({ ignoreUndefined: false });
-
-const STRINGS = ["", "k", "seq", "value", "x".repeat(24), "x".repeat(25), "y".repeat(300), "héllo", "日本語テキスト", "😀", "é".repeat(40)];
-const NUMBERS = [
-  0,
-  1,
-  127,
-  128,
-  255,
-  256,
-  65535,
-  65536,
-  0xffff_ffff,
-  -1,
-  -32,
-  -33,
-  -128,
-  -129,
-  -32768,
-  -32769,
-  -(2 ** 31),
-  0.5,
-  1e300,
-  -0.25,
-];
-
-function randomValue(rand: () => number, depth: number): unknown {
-  switch (between(rand, 0, depth > 4 ? 4 : 7)) {
-    case 0:
-      return rand() < 0.5 ? null : rand() < 0.5;
-    case 1:
-      return NUMBERS[between(rand, 0, NUMBERS.length - 1)];
-    case 2:
-      return STRINGS[between(rand, 0, STRINGS.length - 1)];
-    case 3:
-      return between(rand, -100_000, 100_000);
-    case 4:
-      return Buffer.from(Array.from({ length: between(rand, 0, 70) }, () => between(rand, 0, 255)));
-    case 5:
-      return Array.from({ length: between(rand, 0, 20) }, () => randomValue(rand, depth + 1));
-    default: {
-      const o: Record<string, unknown> = {};
-      for (let i = between(rand, 0, 8); i > 0; i--)
-        o[STRINGS[between(rand, 0, 5)] + String(between(rand, 0, 3))] = randomValue(rand, depth + 1);
-      return o;
-    }
-  }
-}
 
 /** What a decode gives: the value, or the fact that it threw. */
 function outcome(decode: () => unknown): { value?: unknown; threw?: true } {
@@ -71,7 +25,7 @@ describe("PlainDecoder", () => {
     const rand = prng(0xdec0de);
     const plain = new PlainDecoder(LIMITS);
     for (let run = 0; run < 3000; run++) {
-      const bytes = Buffer.from(encoder.encode(randomValue(rand, 0)));
+      const bytes = Buffer.from(encoder.encode(randomPlainValue(rand)));
       const ours = plain.decode(bytes);
       assert.notEqual(ours, NOT_PLAIN, `run ${run}: plain data was not decoded`);
       assert.deepEqual(ours, general.decode(bytes), `run ${run}`);
@@ -86,7 +40,7 @@ describe("PlainDecoder", () => {
       let bytes: Buffer;
       if (run % 2 === 0) bytes = Buffer.from(Array.from({ length: between(rand, 0, 40) }, () => between(rand, 0, 255)));
       else {
-        bytes = Buffer.from(encoder.encode(randomValue(rand, 0)));
+        bytes = Buffer.from(encoder.encode(randomPlainValue(rand)));
         for (let i = between(rand, 1, 3); i > 0 && bytes.length > 0; i--) bytes[between(rand, 0, bytes.length - 1)] = between(rand, 0, 255);
         if (rand() < 0.3) bytes = bytes.subarray(0, between(rand, 0, bytes.length));
       }

@@ -3,80 +3,11 @@ import { describe, it } from "node:test";
 import { Encoder } from "@msgpack/msgpack";
 import { MsgpackCodec } from "../../src/protocol/msgpack-codec.js";
 import { PlainEncoder } from "../../src/protocol/plain-encoder.js";
+import { NUMBERS, STRINGS, randomPlainValue } from "./random-values.js";
 import { between, prng } from "./seeded-random.js";
 
 /** The general encoder as the codec configures it (maxDepth 64 → 65 levels with the leaf). */
 const general = new Encoder({ maxDepth: 65, ignoreUndefined: false });
-
-const NUMBERS = [
-  0,
-  1,
-  127,
-  128,
-  255,
-  256,
-  65535,
-  65536,
-  0xffff_ffff,
-  -1,
-  -32,
-  -33,
-  -128,
-  -129,
-  -32768,
-  -32769,
-  -0x8000_0000,
-  0.5,
-  -1.25,
-  1e300,
-  Number.NaN,
-  Number.POSITIVE_INFINITY,
-  Number.NEGATIVE_INFINITY,
-  -0,
-  2 ** 53 + 2,
-];
-const STRINGS = [
-  "",
-  "a",
-  "item",
-  "x".repeat(31),
-  "x".repeat(32),
-  "y".repeat(255),
-  "y".repeat(256),
-  "z".repeat(70_000),
-  "héllo",
-  "日本語",
-  "😀 emoji",
-  "é".repeat(20),
-];
-
-/** A random plain value: what calls and items usually carry. */
-function randomValue(rand: () => number, depth: number): unknown {
-  const kind = between(rand, 0, depth > 4 ? 5 : 8);
-  switch (kind) {
-    case 0:
-      return null;
-    case 1:
-      return rand() < 0.5;
-    case 2:
-      return NUMBERS[between(rand, 0, NUMBERS.length - 1)];
-    case 3:
-      return between(rand, -5_000_000, 5_000_000) * (rand() < 0.2 ? 0.37 : 1);
-    case 4:
-      return STRINGS[between(rand, 0, STRINGS.length - 1)];
-    case 5:
-      return Buffer.from(Array.from({ length: between(rand, 0, 300) }, () => between(rand, 0, 255)));
-    case 6:
-      return Array.from({ length: between(rand, 0, rand() < 0.1 ? 20 : 5) }, () => randomValue(rand, depth + 1));
-    case 7: {
-      const o: Record<string, unknown> = {};
-      for (let i = between(rand, 0, rand() < 0.1 ? 20 : 5); i > 0; i--) o[`k${between(rand, 0, 30)}`] = randomValue(rand, depth + 1);
-      return o;
-    }
-    default:
-      return undefined;
-  }
-}
 
 function nested(levels: number): unknown {
   let value: unknown = 1;
@@ -110,7 +41,7 @@ describe("PlainEncoder", () => {
     const plain = new PlainEncoder(65);
     const target = Buffer.alloc(1 << 20);
     for (let run = 0; run < 3000; run++) {
-      const value = randomValue(rand, 0);
+      const value = randomPlainValue(rand);
       const expected = Buffer.from(general.encode(value));
       const ours = plain.encode(value);
       assert.ok(ours !== undefined, `run ${run}: a plain value was refused`);
