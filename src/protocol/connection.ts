@@ -470,7 +470,7 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost {
     const batchItems = this.batchItems;
     if (batchItems !== 0 && this.writer.writeItemInPlace(streamId, this.codec, value, batchItems, this.batchBytes)) return;
     const bytes = this.codec.encodeShared(value);
-    if (this.batchItems === 0 || !this.writer.writeItem(streamId, bytes, this.batchItems, this.batchBytes)) {
+    if (batchItems === 0 || !this.writer.writeItem(streamId, bytes, batchItems, this.batchBytes)) {
       this.send(FrameType.ITEM, streamId, bytes);
     }
   }
