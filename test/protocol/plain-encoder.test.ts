@@ -115,6 +115,50 @@ describe("PlainEncoder", () => {
     }
   });
 
+  it("writes maps of every header size, with the general encoder's key order, in place and into a tight buffer", () => {
+    const plain = new PlainEncoder(65);
+    const sized = (n: number): Record<string, number> => Object.fromEntries(Array.from({ length: n }, (_, i) => [`k${i}`, i]));
+    const withNumericKeys: Record<string, unknown> = { b: 1, 10: "ten", a: 2, 2: "two" };
+    const bare = Object.create(null) as Record<string, unknown>;
+    bare["x"] = 1;
+    bare["y"] = [true];
+    for (const value of [{}, sized(15), sized(16), sized(17), sized(300), sized(70_000), withNumericKeys, bare, { nested: sized(20) }]) {
+      const expected = Buffer.from(general.encode(value));
+      const ours = plain.encode(value);
+      assert.ok(ours !== undefined);
+      assert.deepEqual(Buffer.from(ours), expected, `map of ${Object.keys(value).length} keys`);
+      // Around the exact size: a map's longer header is written after its
+      // entries, and must not push anything past the end either.
+      for (let end = Math.max(0, expected.length - 4); end <= expected.length + 9; end++) {
+        const target = Buffer.alloc(expected.length + 20, 0xee);
+        const written = plain.encodeInto(value, target, 0, end);
+        if (end < expected.length) assert.equal(written, -1, `end ${end} of ${expected.length}`);
+        else if (end === expected.length + 9) assert.equal(written, expected.length, "taken with room to spare");
+        if (written !== -1) assert.deepEqual(target.subarray(0, written), expected, `in place, end ${end}`);
+        assert.ok(
+          target.subarray(end).every((b) => b === 0xee),
+          `end ${end}: nothing written past the end`,
+        );
+      }
+    }
+  });
+
+  it("leaves objects to the general encoder while Object.prototype has an enumerable property, so inherited keys are never sent", () => {
+    const plain = new PlainEncoder(65);
+    const codec = new MsgpackCodec();
+    const value = { a: 1 };
+    const proto = Object.prototype as Record<string, unknown>;
+    proto["polluted"] = "yes";
+    try {
+      assert.equal(plain.encode(value), undefined);
+      assert.equal(plain.encode([1, "x"])?.length, 4, "values without objects are still taken");
+      assert.deepEqual(codec.decode(codec.encode(value)), { a: 1 });
+    } finally {
+      delete proto["polluted"];
+    }
+    assert.deepEqual(Buffer.from(plain.encode(value) ?? []), Buffer.from(general.encode(value)));
+  });
+
   it("leaves lone surrogates to the general encoder, so they come back as they were sent, keys included", () => {
     const plain = new PlainEncoder(65);
     const codec = new MsgpackCodec();
