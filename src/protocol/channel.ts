@@ -1,3 +1,4 @@
+import { MAX_CREDIT } from "./credit.js";
 import { InboundStream } from "./inbound-stream.js";
 import { ErrorCode, RpcError } from "./rpc-error.js";
 
@@ -145,7 +146,7 @@ export class Channel<Send = unknown, Receive = unknown> implements AsyncIterable
 
   /** The other end granted more credit. */
   grant(n: number): void {
-    this.credit = Math.min(0xffff_ffff, this.credit + n);
+    this.credit = Math.min(MAX_CREDIT, this.credit + n);
     void this.flush();
   }
 

@@ -1,5 +1,8 @@
 import { ErrorCode, RpcError } from "./rpc-error.js";
 
+/** The most credit a sender holds: CREDIT counts are u32, and so is what they add up to (more is clamped). */
+export const MAX_CREDIT = 0xffff_ffff;
+
 /** Encodes a CREDIT payload: `n:u32be`, the number of further ITEMs the receiver may be sent. */
 export function encodeCredit(n: number): Buffer {
   const payload = Buffer.allocUnsafe(4);

@@ -1,3 +1,4 @@
+import { MAX_CREDIT } from "./credit.js";
 import type { RpcError } from "./rpc-error.js";
 
 /** Where an {@link OutboundPump} sends what it pulls. */
@@ -9,8 +10,6 @@ export interface PumpSink {
   /** The source threw, or an item could not be sent. */
   error(error: unknown): void;
 }
-
-const MAX_CREDIT = 0xffff_ffff;
 
 /**
  * Pulls a source (async) iterable and sends its values as items, no faster

@@ -1,4 +1,4 @@
-import { decodeCredit } from "../protocol/credit.js";
+import { MAX_CREDIT, decodeCredit } from "../protocol/credit.js";
 import { FrameType, frameTypeName } from "../protocol/frame.js";
 import { Channel } from "../protocol/channel.js";
 import { InboundStream } from "../protocol/inbound-stream.js";
@@ -60,6 +60,13 @@ export class ServerCall implements CallContext, CallMiddlewareContext, StreamRec
   private input: InboundStream | undefined;
   private pump: OutboundPump | undefined;
   private channel: Channel | undefined;
+  /**
+   * CREDIT the caller granted before the handler's stream or channel existed
+   * (a client may grant right after its CALL, PROTOCOL.md §5.8): it counts
+   * from the start, or the stream would stop at the window while the caller
+   * waits for items it has credited.
+   */
+  private earlyCredit = 0;
 
   /** The client session the call was made in, if any. */
   readonly session: Session | undefined;
@@ -158,7 +165,7 @@ export class ServerCall implements CallContext, CallMiddlewareContext, StreamRec
         },
         whenWritable: () => connection.whenWritable(),
       },
-      connection.peerStreamWindow,
+      this.initialCredit(),
     );
     this.channel = channel;
     return channel;
@@ -173,7 +180,7 @@ export class ServerCall implements CallContext, CallMiddlewareContext, StreamRec
       return;
     }
     if (typeof value === "object" && value !== null && Symbol.asyncIterator in value) {
-      this.pump = new OutboundPump(this, value as AsyncIterable<unknown>, this.host.connection.peerStreamWindow);
+      this.pump = new OutboundPump(this, value as AsyncIterable<unknown>, this.initialCredit());
       void this.pump.run();
       return;
     }
@@ -236,8 +243,9 @@ export class ServerCall implements CallContext, CallMiddlewareContext, StreamRec
       case FrameType.CREDIT:
         try {
           const n = decodeCredit(payload);
-          this.pump?.grant(n);
-          this.channel?.grant(n);
+          if (this.pump !== undefined) this.pump.grant(n);
+          else if (this.channel !== undefined) this.channel.grant(n);
+          else this.earlyCredit = Math.min(MAX_CREDIT, this.earlyCredit + n);
         } catch (error) {
           this.violation(error as RpcError);
         }
@@ -283,6 +291,11 @@ export class ServerCall implements CallContext, CallMiddlewareContext, StreamRec
     this.done = true;
     clearTimeout(this.timer);
     this.stopStreams(error, "remote");
+  }
+
+  /** The window the caller announced, plus what it granted before there was a stream to grant to. */
+  private initialCredit(): number {
+    return Math.min(MAX_CREDIT, this.host.connection.peerStreamWindow + this.earlyCredit);
   }
 
   private closeReason(payload: Buffer): string {
