@@ -68,7 +68,7 @@ export interface ConnectionOptions {
   role: "client" | "server";
   /** What this side accepts; announced in the handshake. */
   limits: Limits;
-  /** PING cadence and silence timeout; `false` turns keepalive off. */
+  /** How long a silent peer waits for a PING, and is tolerated; `false` turns keepalive off. */
   keepalive: KeepaliveOptions | false;
   /** Largest frame payload this side sends (capped by the peer's maxFrameSize). Default 64 KiB. */
   fragmentSize?: number;
@@ -309,7 +309,13 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost {
       this.batchItems = peerLimits.maxBatchItems;
       this.batchBytes = Math.min(this.writer.fragmentSize, peerLimits.maxMessageSize);
     }
-    this.keepalive?.start();
+    if (this.keepalive !== undefined) {
+      this.keepalive.start();
+      // Keepalive PINGs only a silent peer, so a busy connection would never
+      // measure the round trip the client's least-loaded picker weighs
+      // connections by: one PING at the start measures it.
+      if (this.role === "client") this.keepalive.ping();
+    }
   }
 
   /**

@@ -50,7 +50,7 @@ type WriterSocket = FrameSocket & { [kWriter]: FrameWriter };
 /**
  * The slab a quiet connection starts a batch in. Small, because an idle
  * connection's batches are lone PINGs and PONGs of 18 bytes: with 2 KiB,
- * 10,000 idle connections (a PING each per 10 s) took 2 MB/s from Node's
+ * 10,000 idle connections (then a PING each per 10 s) took 2 MB/s from Node's
  * buffer pool, which kept V8's young generation at its largest and left the
  * server about 17 MB larger after 30 s. Busy connections grow theirs within
  * a few turns (see grow()).

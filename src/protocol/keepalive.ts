@@ -1,6 +1,11 @@
-/** Keepalive settings of one side. */
+/**
+ * Keepalive settings of one side. Every `interval` ms the side checks
+ * whether anything arrived from the peer since the last check; only when
+ * nothing did does it send a PING (gRPC's semantics), so a connection with
+ * traffic carries no PINGs.
+ */
 export interface KeepaliveOptions {
-  /** Milliseconds between PINGs. Default 10,000. */
+  /** Milliseconds between checks of the peer's silence; a PING goes out at a check that finds the peer silent. Default 10,000. */
   interval: number;
   /** A peer from which nothing arrived for this long is dropped. Default 30,000. */
   timeout: number;
@@ -8,21 +13,31 @@ export interface KeepaliveOptions {
 
 /** What a {@link Keepalive} drives. */
 export interface KeepaliveHost {
+  /** Sends a PING with this payload; `data` is reused by the next PING, so copy it to keep it. */
   sendPing(data: Buffer): void;
   onSilent(silentMs: number): void;
   /** A tick threw (sending the PING failed); the keepalive has stopped. */
   onKeepaliveError(error: unknown): void;
 }
 
-/** Default keepalive: a PING every 10 s, drop after 30 s of silence. */
+/** Default keepalive: a PING after 10 s without traffic from the peer, drop after 30 s of silence. */
 export const DEFAULT_KEEPALIVE: KeepaliveOptions = { interval: 10_000, timeout: 30_000 };
+
+/**
+ * The payload of every PING: the host copies it at once (the frame writer
+ * does), so one buffer serves all PINGs instead of 8 bytes of Node's buffer
+ * pool each, which 10,000 idle connections turned into steady garbage.
+ */
+const pingData = Buffer.alloc(8);
 
 /**
  * Keepalive of one connection; no per-frame clock reads. Incoming bytes only
  * set a flag, which each tick turns into "silent for 0 ms" or adds an
- * interval to the silence. PINGs carry the send time so PONGs measure RTT.
- * Ticks come from a {@link KeepaliveClock} shared by every connection with
- * the same interval, not from a timer each.
+ * interval to the silence. A tick that finds the peer silent sends a PING
+ * (the peer's PONG ends the silence); one that finds activity sends nothing,
+ * as the peer is evidently alive. PINGs carry the send time so PONGs
+ * measure RTT. Ticks come from a {@link KeepaliveClock} shared by every
+ * connection with the same interval, not from a timer each.
  */
 export class Keepalive {
   /** Last measured round-trip time in ms, or undefined before the first PONG. */
@@ -52,9 +67,8 @@ export class Keepalive {
 
   /** Sends a PING now (also used to measure RTT on demand). */
   ping(): void {
-    const data = Buffer.allocUnsafe(8);
-    data.writeDoubleBE(performance.now(), 0);
-    this.host.sendPing(data);
+    pingData.writeDoubleBE(performance.now(), 0);
+    this.host.sendPing(pingData);
   }
 
   /** Handles a PONG's echoed payload. */
@@ -71,14 +85,24 @@ export class Keepalive {
     this.host.onKeepaliveError(error);
   }
 
-  /** One interval has passed (called by the clock). */
+  /**
+   * One interval has passed (called by the clock). A PING goes out when the
+   * peer has been silent for the interval: a live peer's PONG then arrives
+   * before the next tick and resets the silence, so it is never dropped; a
+   * dead peer's silence grows by an interval a tick and reaches the
+   * timeout within timeout + interval of its last bytes. When the timeout
+   * is not past one interval, the next silent tick would already drop the
+   * peer, before a PING sent then could be answered: then every tick PINGs.
+   */
   tick(): void {
+    const { interval, timeout } = this.options;
     if (this.active) {
       this.active = false;
       this.silentMs = 0;
+      if (interval < timeout) return;
     } else {
-      this.silentMs += this.options.interval;
-      if (this.silentMs >= this.options.timeout) {
+      this.silentMs += interval;
+      if (this.silentMs >= timeout) {
         this.stop();
         this.host.onSilent(this.silentMs);
         return;

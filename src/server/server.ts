@@ -43,7 +43,7 @@ export interface ServerOptions {
   connectionState?: (info: ConnectionInfo) => unknown;
   /** What the server accepts from each client. Defaults: 1 MiB frames, 64 MiB messages, 10,000 concurrent calls per connection. */
   limits?: Partial<Limits>;
-  /** PINGs and silent-peer timeout; `false` turns them off. Default a PING every 10 s, drop after 30 s of silence. */
+  /** PINGs to a silent peer and its timeout; `false` turns them off. Default a PING after 10 s without traffic, drop after 30 s of silence. */
   keepalive?: Partial<KeepaliveOptions> | false;
   /** Milliseconds a new connection has to send its HELLO. Default 10,000. */
   handshakeTimeout?: number;
