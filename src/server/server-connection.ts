@@ -1,4 +1,3 @@
-import { randomUUID } from "node:crypto";
 import type { Socket } from "node:net";
 import {
   Connection,
@@ -8,6 +7,7 @@ import {
   HANDSHAKE_MAX_FRAME_SIZE,
 } from "../protocol/connection.js";
 import { FrameType, frameTypeName } from "../protocol/frame.js";
+import { nodeCrypto } from "../protocol/lazy-builtins.js";
 import { type Processor, acceptProcessors, agreesOnRecords, startProcessors } from "../protocol/processor.js";
 import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
 import { type Metadata, PROTOCOL_VERSION, SUPPORTED_VERSIONS, type Welcome, errorToBody, parseHello } from "../protocol/wire-messages.js";
@@ -219,7 +219,8 @@ export class ServerConnection implements ConnectionOwner, DispatchHost {
     // binding of a WELCOME that may still wait for authenticate).
     if (agreesOnRecords(accepted.agreements)) connection.expectRecords();
     this.connectionMetadata = accepted.metadata ?? hello.metadata ?? EMPTY;
-    const id = randomUUID();
+    // node:crypto loads at the first handshake, not when rapt/server is imported.
+    const id = nodeCrypto().randomUUID();
     this.createState(id);
     const pending = this.authenticate(id);
     if (pending === undefined) {
