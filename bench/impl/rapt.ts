@@ -4,7 +4,6 @@
  * (or through the typed proxy), the crypto processor on both ends when the
  * workload asks for it.
  */
-import { createHash } from "node:crypto";
 import { connect as netConnect } from "node:net";
 import { encode } from "@msgpack/msgpack";
 import type { Client } from "rapt/client";
@@ -24,8 +23,16 @@ import {
 /** The channel `openChannel` opens (a name of its own: `bench.echo` is the unary method). */
 const CHANNEL = "bench.channel";
 
-/** One fixed AES-256 key under one key id, the same in server and client processes (32 bytes: a SHA-256). */
-const KEYS = { "bench-1": createHash("sha256").update("rapt bench key").digest() };
+/**
+ * One fixed AES-256 key under one key id, the same in server and client
+ * processes (32 bytes: a SHA-256). Made only for crypto workloads, so a
+ * plaintext server process loads no node:crypto before rapt itself does
+ * (at its first handshake), as a plaintext rapt application would.
+ */
+async function benchKeys(): Promise<Record<string, Buffer>> {
+  const { createHash } = await import("node:crypto");
+  return { "bench-1": createHash("sha256").update("rapt bench key").digest() };
+}
 
 /** The benchmark service; `count` is called once per operation served. */
 function benchService(count: () => void) {
@@ -51,7 +58,7 @@ function benchService(count: () => void) {
 async function processors(crypto: boolean | undefined): Promise<Processor[]> {
   if (crypto !== true) return [];
   const plugin = await import("rapt/plugin");
-  return [plugin.crypto({ keys: KEYS })];
+  return [plugin.crypto({ keys: await benchKeys() })];
 }
 
 /** The service's type, for the typed proxy. */

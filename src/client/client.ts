@@ -32,7 +32,7 @@ export interface ClientOptions {
   metadata?: Metadata;
   /** What the client accepts from the server. Defaults as the server's. */
   limits?: Partial<Limits>;
-  /** PINGs and silent-peer timeout; `false` turns them off. Default a PING every 10 s, drop after 30 s of silence. */
+  /** PINGs to a silent peer and its timeout; `false` turns them off. Default a PING after 10 s without traffic, drop after 30 s of silence. */
   keepalive?: Partial<KeepaliveOptions> | false;
   /** Milliseconds for TCP connect plus handshake. Default 10,000. */
   connectTimeout?: number;
@@ -244,7 +244,7 @@ export class Client {
     return this.link.openConnections.map((connection) => connection.id);
   }
 
-  /** Last keepalive round-trip time in ms, if measured. */
+  /** Last keepalive round-trip time in ms, if measured: by a PING when the connection opens, then by each PING to a silent server. */
   get rtt(): number | undefined {
     return this.link.ready?.rtt;
   }

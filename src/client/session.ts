@@ -1,5 +1,5 @@
+import { nodeCrypto } from "../protocol/lazy-builtins.js";
 import { AsyncLocalStorage } from "node:async_hooks";
-import { randomUUID } from "node:crypto";
 import { encodeCallPayload } from "../protocol/call-payload.js";
 import type { Connection, StreamReceiver } from "../protocol/connection.js";
 import { FrameType } from "../protocol/frame.js";
@@ -31,7 +31,7 @@ export function runInSession<T>(pin: SessionPin, fn: () => T): T {
  */
 export class SessionPin implements StreamReceiver {
   /** The session id (a UUID). */
-  readonly id = randomUUID();
+  readonly id = nodeCrypto().randomUUID();
   /** The client that opened it; a session pins only that client's calls. */
   readonly owner: object;
   readonly connection: Connection;

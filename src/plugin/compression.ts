@@ -1,6 +1,6 @@
 import { constants as bufferConstants } from "node:buffer";
-import { deflateRawSync, inflateRawSync } from "node:zlib";
 import { FrameFlag, frameTypeName } from "../protocol/frame.js";
+import { nodeZlib } from "../protocol/lazy-builtins.js";
 import type { PayloadTransform, Processor, ProcessorAgreement, ProcessorOffer, Transcript } from "../protocol/processor.js";
 import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
 import { checkCount } from "./option-checks.js";
@@ -91,14 +91,14 @@ class DeflateTransform implements PayloadTransform {
 
   encode(_type: number, _flags: number, _streamId: number, payload: Uint8Array): Uint8Array | undefined {
     if (payload.length < this.threshold) return undefined;
-    const compressed = deflateRawSync(payload, { level: this.level });
+    const compressed = nodeZlib().deflateRawSync(payload, { level: this.level });
     // Incompressible data (already compressed, encrypted, random) goes as it is.
     return compressed.length < payload.length ? compressed : undefined;
   }
 
   decode(type: number, _flags: number, streamId: number, payload: Buffer): Buffer {
     try {
-      return inflateRawSync(payload, { maxOutputLength: this.maxOutputLength });
+      return nodeZlib().inflateRawSync(payload, { maxOutputLength: this.maxOutputLength });
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE") {
         throw new RpcError(

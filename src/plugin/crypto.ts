@@ -1,4 +1,5 @@
-import { type KeyObject, createHash, createSecretKey } from "node:crypto";
+import type { KeyObject } from "node:crypto";
+import { nodeCrypto } from "../protocol/lazy-builtins.js";
 import {
   BINDING_SIZE,
   Direction,
@@ -298,7 +299,7 @@ class CryptoRecords implements RecordTransform {
     // Binding every record to both handshake frames ties it to this
     // connection (its WELCOME holds a random connection id and the server's
     // fresh proof) and detects a HELLO or WELCOME altered on the way.
-    const binding = createHash("sha256").update(transcript.hello).update(transcript.welcome).digest();
+    const binding = nodeCrypto().createHash("sha256").update(transcript.hello).update(transcript.welcome).digest();
     const client = transcript.role === "client";
     const sendDirection = client ? Direction.CLIENT_TO_SERVER : Direction.SERVER_TO_CLIENT;
     this.receiveDirection = client ? Direction.SERVER_TO_CLIENT : Direction.CLIENT_TO_SERVER;
@@ -392,7 +393,7 @@ function helloAad(): Buffer {
 
 /** The associated-data context of the WELCOME proof: server to client, WELCOME, flags 0, stream 0, bound to the HELLO. */
 function welcomeAad(hello: Uint8Array): Buffer {
-  return proofAad(Direction.SERVER_TO_CLIENT, FrameType.WELCOME, 0, 0, createHash("sha256").update(hello).digest());
+  return proofAad(Direction.SERVER_TO_CLIENT, FrameType.WELCOME, 0, 0, nodeCrypto().createHash("sha256").update(hello).digest());
 }
 
 function keyRing(keys: unknown): ReadonlyMap<string, KeyEntry> {
@@ -409,7 +410,7 @@ function keyRing(keys: unknown): ReadonlyMap<string, KeyEntry> {
       const got = key instanceof Uint8Array ? `${key.length} bytes` : typeof key;
       throw new RpcError(ErrorCode.INVALID_ARGUMENT, `crypto key "${id}" must be 32 bytes (AES-256), got ${got}`);
     }
-    ring.set(id, { id, idBytes, key: createSecretKey(Buffer.from(key)) });
+    ring.set(id, { id, idBytes, key: nodeCrypto().createSecretKey(Buffer.from(key)) });
   }
   if (ring.size === 0) throw new RpcError(ErrorCode.INVALID_ARGUMENT, "crypto keys must hold at least one key");
   return ring;

@@ -2,7 +2,16 @@ import type { Socket } from "node:net";
 import { FrameFlag, FrameType, MAX_STREAM_ID, PROCESSING_FLAGS, frameTypeName } from "./frame.js";
 import { FrameDecoder, type FrameSink } from "./frame-decoder.js";
 import { FrameWriter } from "./frame-writer.js";
-import { Keepalive, type KeepaliveHost, type KeepaliveOptions } from "./keepalive.js";
+import {
+  HEARD,
+  KeepaliveClock,
+  type KeepaliveHost,
+  type KeepaliveOptions,
+  type KeepaliveSubject,
+  pingPayload,
+  rttOfPong,
+  tickKeepalive,
+} from "./keepalive.js";
 import { MessageAssembler } from "./message-assembler.js";
 import { type CodecLimits, DEFAULT_MAX_ARRAY_LENGTH, type MsgpackCodec, sharedCodec } from "./msgpack-codec.js";
 import { ErrorCode, RpcError } from "./rpc-error.js";
@@ -68,7 +77,7 @@ export interface ConnectionOptions {
   role: "client" | "server";
   /** What this side accepts; announced in the handshake. */
   limits: Limits;
-  /** PING cadence and silence timeout; `false` turns keepalive off. */
+  /** How long a silent peer waits for a PING, and is tolerated; `false` turns keepalive off. */
   keepalive: KeepaliveOptions | false;
   /** Largest frame payload this side sends (capped by the peer's maxFrameSize). Default 64 KiB. */
   fragmentSize?: number;
@@ -125,6 +134,51 @@ function sharedLimits(limits: Limits): Limits {
 }
 
 /**
+ * What a {@link Connection} derives from its {@link ConnectionOptions}. The
+ * same for every connection made with one options object (a server's
+ * connections share theirs), so they share it: kept in each connection,
+ * these fields cost an idle server about 40 bytes a connection.
+ */
+interface ConnectionProfile {
+  readonly role: "client" | "server";
+  /** The limits announced and enforced. */
+  readonly limits: Limits;
+  readonly codec: MsgpackCodec;
+  /** Largest frame payload this side sends, before the peer's maxFrameSize caps it. */
+  readonly fragmentSize: number;
+  readonly maxReassemblyBytes: number;
+  readonly keepalive: KeepaliveOptions | undefined;
+}
+
+const profiles = new WeakMap<ConnectionOptions, ConnectionProfile>();
+
+/** The profile of `options`, made once per options object (options are not expected to change once used). */
+function profileOf(options: ConnectionOptions): ConnectionProfile {
+  let profile = profiles.get(options);
+  if (profile !== undefined) return profile;
+  // The ITEMS array is an array like any other to the decoder, so no more
+  // items per frame are announced than the array length limit allows.
+  const maxArray = options.codec?.maxArrayLength ?? DEFAULT_MAX_ARRAY_LENGTH;
+  const limits =
+    options.limits.maxBatchItems !== undefined && options.limits.maxBatchItems > maxArray
+      ? { ...options.limits, maxBatchItems: maxArray }
+      : options.limits;
+  // No string or binary can be larger than the message holding it, so by
+  // default those limits follow maxMessageSize instead of a fixed figure.
+  const max = options.limits.maxMessageSize;
+  profile = {
+    role: options.role,
+    limits,
+    codec: sharedCodec({ maxStrLength: max, maxBinLength: max, ...options.codec }),
+    fragmentSize: options.fragmentSize ?? 64 * 1024,
+    maxReassemblyBytes: options.maxReassemblyBytes ?? 2 * options.limits.maxMessageSize,
+    keepalive: options.keepalive === false ? undefined : options.keepalive,
+  };
+  profiles.set(options, profile);
+  return profile;
+}
+
+/**
  * The connection state machine both ends share: framing, reassembly, stream
  * table and id rules, keepalive, GOAWAY and teardown. It knows nothing of
  * methods or handlers; its owner (server or client) gets complete messages.
@@ -134,18 +188,16 @@ function sharedLimits(limits: Limits): Limits {
  * an id that was opened and has closed is ignored (it crossed a CANCEL or a
  * reset on the wire); one for an id never opened is a PROTOCOL_ERROR.
  */
-export class Connection implements FrameSink, RecordSink, KeepaliveHost {
+export class Connection implements FrameSink, RecordSink, KeepaliveHost, KeepaliveSubject {
   /** The connection's state; see {@link ConnectionState}. */
   state: ConnectionState = ConnectionState.HANDSHAKE;
   /** Connection id given by the server in WELCOME (empty before). */
   id = "";
   /** The peer's limits, known after the handshake. */
   peerLimits: Limits | undefined;
-  /** The MessagePack codec, shared with every connection of the same limits (copy encodeShared results at once). */
-  readonly codec: MsgpackCodec;
   readonly socket: Socket;
-  readonly role: "client" | "server";
-  readonly limits: Limits;
+  /** What follows from the options, shared by the connections made with the same options object. */
+  private readonly profile: ConnectionProfile;
   /** Why the connection closed, once it has. */
   closeReason: RpcError | undefined;
   /** Highest stream id the peer has opened. */
@@ -159,10 +211,14 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost {
   private readonly writer: FrameWriter;
   /** Made on first use (see {@link assembler}). */
   private assemblerInstance: MessageAssembler | undefined;
-  private readonly maxReassemblyBytes: number;
-  private readonly keepalive: Keepalive | undefined;
+  /**
+   * How long the peer has been silent, in whole keepalive intervals (ms), or HEARD: set on every chunk, read on each keepalive tick. */
+  private silence = HEARD;
+  /** Last keepalive round trip measured (see {@link rtt}). */
+  private lastRtt: number | undefined = undefined;
+  /** Which of its keepalive clock's slots ticks this connection; -1 while not ticking. */
+  keepaliveSlot = -1;
   private readonly owner: ConnectionOwner;
-  private readonly fragmentSize: number;
   private nextLocalStream: number;
   private handshakeTimer: NodeJS.Timeout | undefined;
   private drained: Promise<void> | undefined;
@@ -190,24 +246,10 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost {
   constructor(socket: Socket, owner: ConnectionOwner, options: ConnectionOptions) {
     this.socket = socket;
     this.owner = owner;
-    this.role = options.role;
-    // The ITEMS array is an array like any other to the decoder, so no more
-    // items per frame are announced than the array length limit allows.
-    const maxArray = options.codec?.maxArrayLength ?? DEFAULT_MAX_ARRAY_LENGTH;
-    this.limits =
-      options.limits.maxBatchItems !== undefined && options.limits.maxBatchItems > maxArray
-        ? { ...options.limits, maxBatchItems: maxArray }
-        : options.limits;
+    this.profile = profileOf(options);
     this.nextLocalStream = options.role === "client" ? 1 : 2;
-    this.fragmentSize = options.fragmentSize ?? 64 * 1024;
-    // No string or binary can be larger than the message holding it, so by
-    // default those limits follow maxMessageSize instead of a fixed figure.
-    const max = options.limits.maxMessageSize;
-    this.codec = sharedCodec({ maxStrLength: max, maxBinLength: max, ...options.codec });
     this.decoder = new FrameDecoder(this, { maxFrameSize: HANDSHAKE_MAX_FRAME_SIZE });
     this.writer = new FrameWriter(socket, { fragmentSize: HANDSHAKE_MAX_FRAME_SIZE });
-    this.maxReassemblyBytes = options.maxReassemblyBytes ?? 2 * options.limits.maxMessageSize;
-    this.keepalive = options.keepalive === false ? undefined : new Keepalive(this, options.keepalive);
     const handshakeTimeout = options.handshakeTimeout ?? 10_000;
     this.handshakeTimer = setTimeout(() => {
       // A client that sent nothing broke the protocol; a server that does not
@@ -245,6 +287,26 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost {
     connection.close(new RpcError(ErrorCode.UNAVAILABLE, `connection closed by peer${hint}`));
   }
 
+  /** The MessagePack codec, shared with every connection of the same limits (copy encodeShared results at once). */
+  get codec(): MsgpackCodec {
+    return this.profile.codec;
+  }
+
+  /** Which end this is. */
+  get role(): "client" | "server" {
+    return this.profile.role;
+  }
+
+  /** What this side accepts, as announced in the handshake. */
+  get limits(): Limits {
+    return this.profile.limits;
+  }
+
+  /** Keepalive settings, undefined with keepalive off. */
+  private get keepalive(): KeepaliveOptions | undefined {
+    return this.profile.keepalive;
+  }
+
   /**
    * Reassembly of fragmented messages, made when the first frame on a stream
    * arrives: an idle connection (only handshake and PING/PONG on stream 0)
@@ -254,13 +316,13 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost {
   private get assembler(): MessageAssembler {
     return (this.assemblerInstance ??= new MessageAssembler({
       maxMessageSize: this.limits.maxMessageSize,
-      maxBufferedBytes: this.maxReassemblyBytes,
+      maxBufferedBytes: this.profile.maxReassemblyBytes,
     }));
   }
 
   /** Last keepalive round-trip time in ms; undefined before the first PONG or with keepalive off. */
   get rtt(): number | undefined {
-    return this.keepalive?.rtt;
+    return this.lastRtt;
   }
 
   /** Number of open streams (both directions). */
@@ -302,14 +364,20 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost {
     if (chain?.processesMessages === true) this.chain = chain;
     this.decoder.allowedFlags = FrameFlag.FOLLOWS | (chain?.flags ?? 0);
     this.decoder.maxFrameSize = this.limits.maxFrameSize;
-    this.writer.fragmentSize = Math.min(this.fragmentSize, peerLimits.maxFrameSize);
+    this.writer.fragmentSize = Math.min(this.profile.fragmentSize, peerLimits.maxFrameSize);
     // Compressed messages are compressed whole, so items are not batched
     // into frames that would then have to be compressed again.
     if (this.chain === undefined && peerLimits.maxBatchItems !== undefined) {
       this.batchItems = peerLimits.maxBatchItems;
       this.batchBytes = Math.min(this.writer.fragmentSize, peerLimits.maxMessageSize);
     }
-    this.keepalive?.start();
+    if (this.keepalive !== undefined) {
+      KeepaliveClock.of(this.keepalive.interval).add(this);
+      // Keepalive PINGs only a silent peer, so a busy connection would never
+      // measure the round trip the client's least-loaded picker weighs
+      // connections by: one PING at the start measures it.
+      if (this.role === "client") this.sendPing(pingPayload());
+    }
   }
 
   /**
@@ -636,7 +704,7 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost {
     this.state = ConnectionState.CLOSED;
     this.closeReason = reason;
     clearTimeout(this.handshakeTimer);
-    this.keepalive?.stop();
+    if (this.keepaliveSlot >= 0) KeepaliveClock.of((this.keepalive as KeepaliveOptions).interval).remove(this);
     this.decoder.stop();
     this.recordDecoder?.stop();
     this.writer.close();
@@ -707,6 +775,15 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost {
     this.close(RpcError.from(error, ErrorCode.INTERNAL));
   }
 
+  keepaliveTick(): void {
+    // Sending the PING only queues it: no bytes can arrive (and set HEARD) meanwhile.
+    this.silence = tickKeepalive(this, this.silence, this.keepalive as KeepaliveOptions, this);
+  }
+
+  keepaliveFailed(error: unknown): void {
+    this.onKeepaliveError(error);
+  }
+
   onSilent(silentMs: number): void {
     this.close(new RpcError(ErrorCode.UNAVAILABLE, `peer silent for ${silentMs} ms, past the keepalive timeout`));
   }
@@ -714,7 +791,7 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost {
   // --- FrameSink ---
 
   private onData(chunk: Buffer): void {
-    if (this.keepalive !== undefined) this.keepalive.active = true;
+    this.silence = HEARD;
     try {
       if (this.recordDecoder !== undefined) this.recordDecoder.push(chunk);
       else if (this.heldRecordBytes !== undefined) this.holdRecordBytes(this.heldRecordBytes, chunk);
@@ -911,7 +988,7 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost {
         this.sendFrame(FrameType.PONG, 0, payload);
         return;
       case FrameType.PONG:
-        this.keepalive?.onPong(payload);
+        if (this.keepalive !== undefined) this.lastRtt = rttOfPong(payload) ?? this.lastRtt;
         return;
       case FrameType.GOAWAY:
         this.onGoawayFrame(payload);

@@ -1,4 +1,5 @@
-import { type CipherGCM, type KeyObject, createCipheriv, createDecipheriv, createSecretKey, hkdfSync, randomFillSync } from "node:crypto";
+import type { CipherGCM, KeyObject } from "node:crypto";
+import { nodeCrypto } from "./lazy-builtins.js";
 import { ErrorCode, RpcError } from "./rpc-error.js";
 
 /*
@@ -97,6 +98,7 @@ export const RECORD_KEY_INFO = "rapt record key";
  */
 export function recordKey(sharedKey: KeyObject, binding: Uint8Array, direction: number): KeyObject {
   const info = Buffer.concat([Buffer.from(RECORD_KEY_INFO, "latin1"), Buffer.from([direction])]);
+  const { createSecretKey, hkdfSync } = nodeCrypto();
   return createSecretKey(Buffer.from(hkdfSync("sha256", sharedKey, binding, info, 32)));
 }
 
@@ -117,7 +119,7 @@ let randomUsed = 0;
 /** Fills `target` with fresh random nonce bytes, taken from a pool refilled 512 nonces at a time. */
 function fillNonce(target: Buffer, offset: number): void {
   if (randomUsed + NONCE_SIZE > randomPool.length) {
-    randomPool = randomFillSync(Buffer.allocUnsafe(RANDOM_POOL_SIZE));
+    randomPool = nodeCrypto().randomFillSync(Buffer.allocUnsafe(RANDOM_POOL_SIZE));
     randomUsed = 0;
   }
   randomPool.copy(target, offset, randomUsed, randomUsed + NONCE_SIZE);
@@ -140,7 +142,7 @@ function startCipher(out: Buffer, at: number, key: KeyObject, keyId: Uint8Array,
   const timeAt = nonceAt + NONCE_SIZE;
   out.writeUInt32BE(Math.floor(now / 0x1_0000_0000), timeAt);
   out.writeUInt32BE(now >>> 0, timeAt + 4);
-  const cipher = createCipheriv("aes-256-gcm", key, out.subarray(nonceAt, nonceAt + NONCE_SIZE), { authTagLength: TAG_SIZE });
+  const cipher = nodeCrypto().createCipheriv("aes-256-gcm", key, out.subarray(nonceAt, nonceAt + NONCE_SIZE), { authTagLength: TAG_SIZE });
   cipher.setAAD(prefix);
   cipher.setAAD(out.subarray(at, at + headerLength));
   return cipher;
@@ -262,7 +264,9 @@ export function openEnvelope(key: KeyObject, prefix: Uint8Array, payload: Uint8A
   const bytes = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
   const nonceAt = header.length - NONCE_SIZE - TIMESTAMP_SIZE;
   const tagAt = bytes.length - TAG_SIZE;
-  const decipher = createDecipheriv("aes-256-gcm", key, bytes.subarray(nonceAt, nonceAt + NONCE_SIZE), { authTagLength: TAG_SIZE });
+  const decipher = nodeCrypto().createDecipheriv("aes-256-gcm", key, bytes.subarray(nonceAt, nonceAt + NONCE_SIZE), {
+    authTagLength: TAG_SIZE,
+  });
   decipher.setAAD(prefix);
   decipher.setAAD(bytes.subarray(0, header.length));
   decipher.setAuthTag(bytes.subarray(tagAt));

@@ -50,7 +50,7 @@ type WriterSocket = FrameSocket & { [kWriter]: FrameWriter };
 /**
  * The slab a quiet connection starts a batch in. Small, because an idle
  * connection's batches are lone PINGs and PONGs of 18 bytes: with 2 KiB,
- * 10,000 idle connections (a PING each per 10 s) took 2 MB/s from Node's
+ * 10,000 idle connections (then a PING each per 10 s) took 2 MB/s from Node's
  * buffer pool, which kept V8's young generation at its largest and left the
  * server about 17 MB larger after 30 s. Busy connections grow theirs within
  * a few turns (see grow()).
@@ -92,8 +92,12 @@ export class FrameWriter {
   private slabSize = MIN_SLAB;
   private used = 0;
   private batchStart = 0;
-  /** Chunks of the current batch, in order, ready to be written. */
-  private readonly ready: Uint8Array[] = [];
+  /**
+   * Chunks of the current batch, in order, ready to be written. Made on
+   * first use and given back with the slab by a quiet connection, as an
+   * idle one would otherwise hold an empty array for good.
+   */
+  private ready: Uint8Array[] | undefined;
   /** Large messages being fragmented out, per stream; kept in insertion order for round robin. */
   private bulk: Map<number, BulkMessage[]> | undefined;
   private scheduled = false;
@@ -341,7 +345,7 @@ export class FrameWriter {
     if (bulk !== undefined && bulk.size > 0 && !this.waitingDrain) this.fillFragments(bulk);
     if (this.used > this.batchStart) {
       const batchBytes = this.used - this.batchStart;
-      this.ready.push((this.slab as Buffer).subarray(this.batchStart, this.used));
+      (this.ready ??= []).push((this.slab as Buffer).subarray(this.batchStart, this.used));
       this.grow(batchBytes);
       this.batchStart = this.used;
       // A nearly full slab is done; so is the slab of a connection sending
@@ -354,7 +358,7 @@ export class FrameWriter {
       } else if (slab.length - this.used < 256) this.dropSlab();
     }
     const ready = this.ready;
-    if (ready.length > 0) {
+    if (ready !== undefined && ready.length > 0) {
       const chunks = this.output === undefined ? ready : this.output(ready);
       if (chunks.length === 1) this.send(chunks[0] as Uint8Array);
       else if (chunks.length > 1) {
@@ -364,6 +368,7 @@ export class FrameWriter {
       }
       ready.length = 0;
     }
+    if (this.slab === null) this.ready = undefined;
     if (bulk !== undefined && bulk.size > 0 && !this.waitingDrain) {
       // Only wait for a `drain` the socket has promised: one whose own
       // high-water mark is above ours never emits it, and the rest of the
@@ -384,7 +389,7 @@ export class FrameWriter {
     this.lastBatch = undefined;
     this.spare = undefined;
     this.bulk = undefined;
-    this.ready.length = 0;
+    this.ready = undefined;
     this.slab = null;
   }
 
@@ -406,9 +411,10 @@ export class FrameWriter {
       const at = this.reserve(FRAME_HEADER_SIZE);
       writeFrameHeader(this.slab as Buffer, at, length, message.type, last ? message.flags : message.flags | FrameFlag.FOLLOWS, streamId);
       this.used = at + FRAME_HEADER_SIZE;
-      this.ready.push((this.slab as Buffer).subarray(this.batchStart, this.used));
+      const ready = (this.ready ??= []);
+      ready.push((this.slab as Buffer).subarray(this.batchStart, this.used));
       this.batchStart = this.used;
-      this.ready.push(message.data.subarray(message.offset, message.offset + length));
+      ready.push(message.data.subarray(message.offset, message.offset + length));
       message.offset += length;
       pending += FRAME_HEADER_SIZE + length;
       bulk.delete(streamId);
@@ -433,7 +439,7 @@ export class FrameWriter {
       this.batchStart = 0;
       return pending;
     }
-    if (slab !== null && pending > 0) this.ready.push(slab.subarray(this.batchStart, this.used));
+    if (slab !== null && pending > 0) (this.ready ??= []).push(slab.subarray(this.batchStart, this.used));
     // Idle connections keep no slab, and busy ones grow theirs up to 64 KiB.
     this.slab = Buffer.allocUnsafe(Math.max(n, this.slabSize));
     this.used = 0;

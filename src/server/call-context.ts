@@ -82,6 +82,16 @@ export function isLoopbackPeer(peer: PeerInfo): boolean {
 }
 
 /**
+ * Whether {@link peerOf} will find who is on the other end: false for a TCP
+ * socket with no remote address (it was reset before it got here). Node
+ * caches the remote address on the socket when it is first read, as here, so
+ * peerOf finds it later too, even after the socket has closed.
+ */
+export function hasPeer(socket: Socket, endpoint: Endpoint): boolean {
+  return "path" in endpoint || socket.remoteAddress !== undefined;
+}
+
+/**
  * Who is on the other end of a socket, or undefined when a TCP socket has no
  * remote address (it was reset before it got here). `endpoint` is the
  * server's listener, or the endpoint a client connected to: whether it is a

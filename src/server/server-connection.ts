@@ -1,4 +1,3 @@
-import { randomUUID } from "node:crypto";
 import type { Socket } from "node:net";
 import {
   Connection,
@@ -8,10 +7,13 @@ import {
   HANDSHAKE_MAX_FRAME_SIZE,
 } from "../protocol/connection.js";
 import { FrameType, frameTypeName } from "../protocol/frame.js";
+import { nodeCrypto } from "../protocol/lazy-builtins.js";
 import { type Processor, acceptProcessors, agreesOnRecords, startProcessors } from "../protocol/processor.js";
 import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
 import { type Metadata, PROTOCOL_VERSION, SUPPORTED_VERSIONS, type Welcome, errorToBody, parseHello } from "../protocol/wire-messages.js";
-import type { ConnectionInfo, PeerInfo } from "./call-context.js";
+import type { TLSSocket } from "node:tls";
+import type { Endpoint } from "../protocol/endpoint.js";
+import { type ConnectionInfo, type PeerInfo, peerOf } from "./call-context.js";
 import {
   type ConnectionMiddleware,
   type ConnectionRefusedMessage,
@@ -55,13 +57,32 @@ export interface Credentials {
 
 const EMPTY: Metadata = Object.freeze({}) as Metadata;
 
+const serverOptionSets = new WeakMap<ServerConnectionConfig, ConnectionOptions>();
+
+/** The options of a server's connections: one object per server, so its connections share what Connection derives from it. */
+function serverOptions(config: ServerConnectionConfig): ConnectionOptions {
+  let options = serverOptionSets.get(config);
+  if (options === undefined) {
+    options = { ...config.connectionOptions, role: "server" };
+    serverOptionSets.set(config, options);
+  }
+  return options;
+}
+
 /**
  * The server's side of one accepted socket: runs the connection middleware,
  * answers HELLO, then dispatches calls.
  */
 export class ServerConnection implements ConnectionOwner, DispatchHost {
   readonly connection: Connection;
-  readonly peer: PeerInfo;
+  /**
+   * The listener's endpoint until {@link peer} is first read, then the
+   * PeerInfo made from it and the socket: most connections never need one
+   * (only private functions, connection middleware, `connectionState`,
+   * `authenticate` and diagnostics read it), and it cost an idle server
+   * 56 bytes a connection.
+   */
+  private peerSource: PeerInfo | Endpoint;
   connectionMetadata: Metadata = EMPTY;
   /** What the `connectionState` factory made for this connection. */
   connectionState: unknown = undefined;
@@ -75,19 +96,24 @@ export class ServerConnection implements ConnectionOwner, DispatchHost {
   /** Present while (and after) the connection middleware runs; undefined when the server has none. */
   private readonly incoming: IncomingConnectionState | undefined;
 
-  /** `listener` is the address the socket came in on, as `Server.addresses` lists it. */
-  constructor(socket: Socket, config: ServerConnectionConfig, peer: PeerInfo, listener: string) {
+  /**
+   * `listening` is the endpoint the socket came in on, `listener` its
+   * address as `Server.addresses` lists it; {@link hasPeer} must have been
+   * true for the socket.
+   */
+  constructor(socket: Socket, config: ServerConnectionConfig, listening: Endpoint, listener: string) {
     this.config = config;
-    this.peer = peer;
+    // A TLS peer's certificate is read while the socket is surely open.
+    this.peerSource = (socket as TLSSocket).encrypted === true ? (peerOf(socket, listening) as PeerInfo) : listening;
     const chain = config.connectionMiddleware.length > 0 ? [...config.connectionMiddleware] : undefined;
     // Paused before the Connection subscribes to "data", which then does not
     // resume it: the HELLO (and anything after it) waits in the socket until
     // the chain has admitted the connection. The handshake timer runs from
     // now, so it also closes connections whose middleware never finishes.
     if (chain !== undefined) socket.pause();
-    this.connection = new Connection(socket, this, { ...config.connectionOptions, role: "server" });
+    this.connection = new Connection(socket, this, serverOptions(config));
     if (chain !== undefined) {
-      this.incoming = new IncomingConnectionState(socket, peer, listener);
+      this.incoming = new IncomingConnectionState(socket, this.peer, listener);
       this.admit(chain, this.incoming).catch((error: unknown) => {
         this.connection.close(RpcError.from(error, ErrorCode.INTERNAL));
       });
@@ -132,6 +158,14 @@ export class ServerConnection implements ConnectionOwner, DispatchHost {
     }
     if (size <= HANDSHAKE_MAX_FRAME_SIZE) return error;
     return new RpcError(error.code, error.message.slice(0, 1024));
+  }
+
+  /** Who is on the other end. */
+  get peer(): PeerInfo {
+    const source = this.peerSource;
+    if ("family" in source) return source;
+    // The remote address was read at accept, so Node still has it after the socket closed.
+    return (this.peerSource = peerOf(this.connection.socket, source) as PeerInfo);
   }
 
   get registry(): Registry {
@@ -185,7 +219,8 @@ export class ServerConnection implements ConnectionOwner, DispatchHost {
     // binding of a WELCOME that may still wait for authenticate).
     if (agreesOnRecords(accepted.agreements)) connection.expectRecords();
     this.connectionMetadata = accepted.metadata ?? hello.metadata ?? EMPTY;
-    const id = randomUUID();
+    // node:crypto loads at the first handshake, not when rapt/server is imported.
+    const id = nodeCrypto().randomUUID();
     this.createState(id);
     const pending = this.authenticate(id);
     if (pending === undefined) {

@@ -10,7 +10,7 @@ import { type Processor, checkProcessors } from "../protocol/processor.js";
 import { ErrorCode, RpcError } from "../protocol/rpc-error.js";
 import { type Limits, assertLimits } from "../protocol/wire-messages.js";
 import type { Remote } from "../client/remote.js";
-import { type ConnectionInfo, type PeerInfo, isLoopbackPeer, peerOf } from "./call-context.js";
+import { type ConnectionInfo, type PeerInfo, hasPeer, isLoopbackPeer } from "./call-context.js";
 import { remoteOf } from "./server-call.js";
 import type { ConnectionMiddleware } from "./connection-middleware.js";
 import type { CallMiddleware } from "./call-middleware.js";
@@ -43,7 +43,7 @@ export interface ServerOptions {
   connectionState?: (info: ConnectionInfo) => unknown;
   /** What the server accepts from each client. Defaults: 1 MiB frames, 64 MiB messages, 10,000 concurrent calls per connection. */
   limits?: Partial<Limits>;
-  /** PINGs and silent-peer timeout; `false` turns them off. Default a PING every 10 s, drop after 30 s of silence. */
+  /** PINGs to a silent peer and its timeout; `false` turns them off. Default a PING after 10 s without traffic, drop after 30 s of silence. */
   keepalive?: Partial<KeepaliveOptions> | false;
   /** Milliseconds a new connection has to send its HELLO. Default 10,000. */
   handshakeTimeout?: number;
@@ -341,12 +341,11 @@ export class Server {
   }
 
   private accept(socket: Socket, listening: Endpoint, listener: ListenerAddress): void {
-    const peer = peerOf(socket, listening);
-    if (this.state !== "started" || peer === undefined) {
+    if (this.state !== "started" || !hasPeer(socket, listening)) {
       socket.destroy();
       return;
     }
-    this.connections.add(new ServerConnection(socket, this.config, peer, listener.address));
+    this.connections.add(new ServerConnection(socket, this.config, listening, listener.address));
   }
 
   /**

@@ -17,7 +17,8 @@ class FakeHost implements KeepaliveHost {
   private wake: (() => void) | undefined;
 
   sendPing(data: Buffer): void {
-    this.pings.push(data);
+    // The keepalive reuses its PING payload.
+    this.pings.push(Buffer.from(data));
     this.onPing?.(data);
     this.wake?.();
   }
@@ -45,7 +46,66 @@ class FakeHost implements KeepaliveHost {
 }
 
 describe("Keepalive", () => {
-  it("sends 8-byte PINGs every interval, and a PONG echoing one sets rtt", async () => {
+  it("PINGs only after a silent interval, never while the peer is heard from", () => {
+    const host = new FakeHost();
+    const keepalive = new Keepalive(host, { interval: 10, timeout: 30 });
+    // Driven by hand: tick() is what the clock calls once per interval.
+    keepalive.tick();
+    assert.equal(host.pings.length, 0, "the start counts as activity");
+    keepalive.tick();
+    assert.equal(host.pings.length, 1, "a PING after an interval of silence");
+    keepalive.active = true;
+    keepalive.tick();
+    assert.equal(host.pings.length, 1, "no PING after an interval with traffic (the PONG)");
+    for (let i = 0; i < 20; i++) {
+      keepalive.active = true;
+      keepalive.tick();
+    }
+    assert.equal(host.pings.length, 1, "no PING while traffic keeps arriving");
+    keepalive.tick();
+    keepalive.tick();
+    assert.equal(host.pings.length, 3, "a PING on each silent tick");
+    assert.deepEqual(host.silent, []);
+    keepalive.tick();
+    assert.deepEqual(host.silent, [30], "dropped once the silence reaches the timeout");
+    assert.equal(host.pings.length, 3, "no PING on the tick that drops");
+  });
+
+  it("with a timeout not past the interval, PINGs on every tick, so an answering peer is never dropped", () => {
+    for (const timeout of [10, 5]) {
+      const host = new FakeHost();
+      const keepalive = new Keepalive(host, { interval: 10, timeout });
+      for (let i = 0; i < 10; i++) {
+        keepalive.tick();
+        assert.equal(host.pings.length, i + 1, `timeout ${timeout}: a PING on tick ${i + 1}`);
+        // The peer's PONG arrives before the next tick.
+        keepalive.active = true;
+      }
+      assert.deepEqual(host.silent, []);
+      // A peer that stops answering is dropped on the next tick.
+      keepalive.tick();
+      keepalive.tick();
+      assert.deepEqual(host.silent, [10], `timeout ${timeout}`);
+    }
+  });
+
+  it("with a timeout under two intervals, PINGs on the first silent tick, in time for the PONG", () => {
+    const host = new FakeHost();
+    const keepalive = new Keepalive(host, { interval: 10, timeout: 15 });
+    for (let i = 0; i < 10; i++) {
+      keepalive.tick();
+      keepalive.tick();
+      keepalive.active = true;
+    }
+    assert.equal(host.pings.length, 10, "every other tick, as the PONGs come back");
+    assert.deepEqual(host.silent, []);
+    keepalive.tick();
+    keepalive.tick();
+    keepalive.tick();
+    assert.deepEqual(host.silent, [20]);
+  });
+
+  it("keeps PINGing a quiet peer that answers, 8-byte PINGs, and a PONG echoing one sets rtt", async () => {
     const host = new FakeHost();
     const keepalive = new Keepalive(host, { interval: INTERVAL, timeout: 10_000 });
     host.onPing = () => {
@@ -95,17 +155,17 @@ describe("Keepalive", () => {
       await host.until(() => host.silent.length > 0, "onSilent");
       // Tick 1 consumes the initial activity; ticks 2 and 3 count 20 and 40 ms; tick 4 reaches 60.
       assert.deepEqual(host.silent, [3 * INTERVAL]);
-      assert.equal(host.pings.length, 3, "a PING on each tick before the last");
+      assert.equal(host.pings.length, 2, "a PING on each silent tick before the last");
       // Stopped: no PINGs and no second onSilent afterwards.
       await sleep(4 * INTERVAL);
-      assert.equal(host.pings.length, 3);
+      assert.equal(host.pings.length, 2);
       assert.deepEqual(host.silent, [3 * INTERVAL]);
     } finally {
       keepalive.stop();
     }
   });
 
-  it("never declares a host silent while something arrives every interval", async () => {
+  it("never declares a host silent while it answers every PING", async () => {
     const host = new FakeHost();
     const keepalive = new Keepalive(host, { interval: INTERVAL, timeout: 2 * INTERVAL });
     host.onPing = () => {

@@ -5,6 +5,7 @@ import { promisify } from "node:util";
 
 const run = promisify(execFile);
 const serverIndex = new URL("../../src/server/index.js", import.meta.url).href;
+const protocolIndex = new URL("../../src/protocol/index.js", import.meta.url).href;
 
 /** Runs an ES module script in a fresh Node process and parses the JSON line it prints. */
 async function inFreshProcess(script: string): Promise<unknown> {
@@ -49,6 +50,40 @@ describe("rapt/server import footprint", () => {
       console.log(JSON.stringify({ cjs: Object.keys(cache).filter((path) => path.includes("@msgpack")).length }));
     `);
     assert.deepEqual(result, { cjs: 0 });
+  });
+
+  it("does not load node:crypto or node:zlib for a plain, uncompressed TCP server until its first handshake", async () => {
+    const result = await inFreshProcess(`
+      import { connect } from "node:net";
+      const { Server, crypto, compression } = await import(${JSON.stringify(serverIndex)});
+      const loaded = () => ({
+        crypto: process.moduleLoadList.includes("NativeModule crypto"),
+        zlib: process.moduleLoadList.includes("NativeModule zlib"),
+      });
+      const server = new Server();
+      const [address] = await server.listen("127.0.0.1:0");
+      const listening = loaded();
+      // A connection's id is a random UUID: node:crypto loads at its handshake.
+      const { FRAME_HEADER_SIZE, FrameType, PROTOCOL_VERSION, writeFrameHeader } = await import(${JSON.stringify(protocolIndex)});
+      const { encode } = await import("@msgpack/msgpack");
+      const hello = encode({ version: PROTOCOL_VERSION, limits: { maxFrameSize: 65536, maxMessageSize: 65536, maxConcurrentStreams: 10 } });
+      const frame = Buffer.alloc(FRAME_HEADER_SIZE + hello.length);
+      writeFrameHeader(frame, 0, hello.length, FrameType.HELLO, 0, 0);
+      frame.set(hello, FRAME_HEADER_SIZE);
+      const socket = connect(Number(address.split(":").pop()), "127.0.0.1");
+      socket.write(frame);
+      await new Promise((resolve) => socket.once("data", resolve));
+      socket.destroy();
+      const connected = loaded();
+      await server.close();
+      // (The crypto and compression tests show the plugins work with their built-ins loaded on use.)
+      console.log(JSON.stringify({ listening, connected, exported: typeof crypto === "function" && typeof compression === "function" }));
+    `);
+    assert.deepEqual(result, {
+      listening: { crypto: false, zlib: false },
+      connected: { crypto: true, zlib: false },
+      exported: true,
+    });
   });
 
   it("does not load node:tls for a plain TCP server", async () => {
