@@ -128,7 +128,10 @@ async function loadRound(options: Options, scenario: Scenario, round: number): P
   }
 }
 
-/** One round of an idle workload: memory before, open the connections, hold, memory after. */
+/** How long an idle workload holds its connections before the memory reading that counts (not with --quick). */
+const IDLE_SETTLE_MS = 12_000;
+
+/** One round of an idle workload: memory before, open the connections, memory 1 s later and once they have been idle. */
 async function idleRound(options: Options, scenario: Scenario, round: number, count: number): Promise<RoundResult> {
   const { workload, impl } = scenario;
   const server = spawnServer(options, scenario, round);
@@ -142,6 +145,11 @@ async function idleRound(options: Options, scenario: Scenario, round: number, co
     const s = await server.request("report", undefined);
     // Let per-connection buffers of the handshake be released before reading memory.
     await sleep(Math.min(1000, options.durationMs));
+    const afterOpen = await server.request("memory", undefined);
+    // Then let the connections be idle: V8 sizes its young generation for the
+    // burst of handshakes (about 30 MB in every implementation) and gives it
+    // back only once its memory reducer sees the process idle, some 10 s later.
+    await sleep(options.quick ? 0 : IDLE_SETTLE_MS - Math.min(1000, options.durationMs));
     const after = await server.request("memory", undefined);
     const peak = await server.request("report", undefined);
     const connections = idle.connections;
@@ -158,6 +166,7 @@ async function idleRound(options: Options, scenario: Scenario, round: number, co
       elapsedMs: idle.elapsedMs,
       errors: connections === count ? 0 : count - connections,
       serverRssMb: after.rss / MB,
+      serverRssAfterOpenMb: afterOpen.rss / MB,
       serverRssBeforeMb: before.rss / MB,
       rssPerConnectionKb: (after.rss - before.rss) / connections / 1e3,
       heapPerConnectionBytes: (after.heapUsed + after.external - before.heapUsed - before.external) / connections,

@@ -106,6 +106,7 @@ describe("benchmark suite (smoke)", () => {
     const idle = results.scenarios.find((s) => s.id === "idle-10k/rapt");
     assert.equal(idle?.median.connections, 50);
     assert.ok((idle?.median.serverRssMb ?? 0) > 0);
+    assert.ok((idle?.median.serverRssAfterOpenMb ?? 0) > 0, "the reading 1 s after opening is kept too");
     assert.equal(idle?.note, undefined);
 
     assert.ok(results.micro.length > 0, "micro-benchmark results");
