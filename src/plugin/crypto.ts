@@ -45,9 +45,10 @@ export interface CryptoOptions {
    */
   required?: boolean;
   /**
-   * How far, in ms, the timestamp of a handshake proof or a record may be
-   * from the receiver's clock, either way. Default 30,000. Handshake proofs
-   * are remembered for this long.
+   * How far, in ms, the timestamp of a handshake proof may be from the
+   * receiver's clock, either way. Default 30,000. Handshake proofs are
+   * remembered for this long. (Records carry a timestamp too, which is not
+   * checked: their sequence numbers refuse replays.)
    */
   timeout?: number;
   /**
@@ -102,8 +103,8 @@ const NO_METADATA: Metadata = Object.freeze({}) as Metadata;
  * each sealed with a fresh random nonce, a timestamp and the key id, and
  * authenticated together with its direction, its sequence number and the
  * connection's handshake. A receiver refuses, with UNAUTHENTICATED, a
- * record under an unknown key id, one whose timestamp is off by more than
- * `timeout`, and one that does not authenticate: altered, replayed,
+ * handshake proof whose timestamp is off by more than `timeout`, a record
+ * under an unknown key id, and one that does not authenticate: altered, replayed,
  * reordered, dropped before it, reflected, or from another connection. The
  * connection is then closed and no handler runs for what it carried.
  *
@@ -244,6 +245,21 @@ class Crypto implements CryptoProcessor {
    * looked up for every envelope, so a configure() applies at once.
    */
   checkHeader(keyId: string, timestamp: number, now: number, what: string, data?: Record<string, unknown>): KeyEntry {
+    const entry = this.keyNamed(keyId, what, data);
+    const skew = timestamp - now;
+    if (skew > this.timeout || skew < -this.timeout) {
+      const off = skew < 0 ? `${-skew} ms old` : `${skew} ms in the future`;
+      throw new RpcError(
+        ErrorCode.UNAUTHENTICATED,
+        `${what} has a timestamp ${off}, outside the ±${this.timeout} ms window (stale, replayed, or the clocks differ)`,
+        { ...data, skew, window: this.timeout },
+      );
+    }
+    return entry;
+  }
+
+  /** The key named `keyId` in the current ring; throws UNAUTHENTICATED naming `what` when there is none. */
+  keyNamed(keyId: string, what: string, data?: Record<string, unknown>): KeyEntry {
     const entry = this.ring.get(keyId);
     if (entry === undefined) {
       throw new RpcError(
@@ -253,15 +269,6 @@ class Crypto implements CryptoProcessor {
           ...data,
           keyId,
         },
-      );
-    }
-    const skew = timestamp - now;
-    if (skew > this.timeout || skew < -this.timeout) {
-      const off = skew < 0 ? `${-skew} ms old` : `${skew} ms in the future`;
-      throw new RpcError(
-        ErrorCode.UNAUTHENTICATED,
-        `${what} has a timestamp ${off}, outside the ±${this.timeout} ms window (stale, replayed, or the clocks differ)`,
-        { ...data, skew, window: this.timeout },
       );
     }
     return entry;
@@ -369,7 +376,12 @@ class CryptoRecords implements RecordTransform {
         { sequence, size: plaintextLength, limit: MAX_RECORD_PLAINTEXT },
       );
     }
-    const entry = this.processor.checkHeader(header.keyId, header.timestamp, Date.now(), what, { sequence });
+    // The timestamp is not checked here (PROTOCOL.md §13.3): the handshake's
+    // proofs are, and the sequence number refuses replays. Checking each
+    // record against this side's clock dropped live connections whenever
+    // this process stalled (a long synchronous task, a debugger, a VM
+    // pause) or its clock stepped, by more than the window.
+    const entry = this.processor.keyNamed(header.keyId, what, { sequence });
     if (entry !== this.receiveEntry) {
       this.receiveEntry = entry;
       this.receiveKey = recordKey(entry.key, this.binding, this.receiveDirection);
