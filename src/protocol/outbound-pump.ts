@@ -13,8 +13,10 @@ export interface PumpSink {
 
 /**
  * Pulls a source (async) iterable and sends its values as items, no faster
- * than the receiver's credit allows: with no credit left it stops pulling,
- * so a generator on the far side of a stalled consumer is not run ahead.
+ * than the receiver's credit allows: with no credit left it holds the one
+ * item it pulled and stops pulling, so a generator on the far side of a
+ * stalled consumer runs at most one item ahead, and one that has finished
+ * ends the stream with no credit left.
  * Stopping calls the iterator's `return()`, which runs a generator's
  * `finally` once its current `await` settles (handlers pass their
  * AbortSignal to what they await so that happens at once).
@@ -70,8 +72,10 @@ export class OutboundPump {
     }
     try {
       for (;;) {
-        while (this.credit === 0 && !this.stopped) await new Promise<void>((resolve) => (this.wake = resolve));
-        if (this.stopped) return;
+        // The next item is pulled before the credit for it is there: the
+        // source runs at most one item ahead of a stalled receiver, and a
+        // source that has finished ends the stream without waiting for
+        // credit it will not use (PROTOCOL.md §5.8).
         const step = await iterator.next();
         if (this.stopped) return;
         if (step.done === true) {
@@ -79,6 +83,8 @@ export class OutboundPump {
           this.sink.end();
           return;
         }
+        while (this.credit === 0 && !this.stopped) await new Promise<void>((resolve) => (this.wake = resolve));
+        if (this.stopped) return;
         this.credit--;
         this.sink.item(step.value);
       }

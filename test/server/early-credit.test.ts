@@ -70,8 +70,8 @@ describe("credit granted before the stream exists", () => {
   it("a server stream sends the window plus CREDIT granted with the CALL, with no further grant", async () => {
     const p = await RawPeer.open(port, { ...RAW_LIMITS, streamWindow: 2, maxBatchItems: 64 });
     peers.push(p);
-    // 2 + 60 + 39: the items, and one more pull for the source to say it has ended (§5.8).
-    p.write(Buffer.concat([frame(FrameType.CALL, 0, 1, callPayload(["s.count"], [100])), credit(1, 60), credit(1, 39)]));
+    // 2 + 60 + 38: exactly the items; END needs no credit (§5.8).
+    p.write(Buffer.concat([frame(FrameType.CALL, 0, 1, callPayload(["s.count"], [100])), credit(1, 60), credit(1, 38)]));
     assert.deepEqual(
       await readItems(p, 1, 100),
       Array.from({ length: 100 }, (_, i) => i),
