@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { type Socket, connect } from "node:net";
+import { type Server as NetServer, type Socket, connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { decode, encode } from "@msgpack/msgpack";
@@ -183,6 +183,65 @@ export class FrameInbox {
   }
 }
 
+/** Hands each whole frame at the start of `buffer` to `onFrame` (payloads copied); returns the bytes left over. */
+export function takeFrames(buffer: Buffer, onFrame: (frame: RawFrame) => void): Buffer {
+  while (buffer.length >= FRAME_HEADER_SIZE && buffer.length >= FRAME_HEADER_SIZE + buffer.readUInt32BE(0)) {
+    const length = buffer.readUInt32BE(0);
+    onFrame({
+      type: buffer[4] as number,
+      flags: buffer[5] as number,
+      streamId: buffer.readUInt32BE(6),
+      payload: Buffer.from(buffer.subarray(FRAME_HEADER_SIZE, FRAME_HEADER_SIZE + length)),
+    });
+    buffer = buffer.subarray(FRAME_HEADER_SIZE + length);
+  }
+  return buffer;
+}
+
+/**
+ * A server that answers every HELLO with a WELCOME announcing `limits` and
+ * then answers nothing: what clients send lands in {@link inbox}, and a test
+ * writes whatever it wants a client to receive on {@link sockets}.
+ */
+export class FakeServer {
+  readonly inbox = new FrameInbox();
+  readonly sockets: Socket[] = [];
+  private readonly server: NetServer;
+
+  private constructor(limits: object) {
+    this.server = createServer((socket) => this.serve(socket, limits));
+  }
+
+  static async start(limits: object = RAW_LIMITS): Promise<FakeServer> {
+    const fake = new FakeServer(limits);
+    await new Promise<void>((resolve) => fake.server.listen(0, "127.0.0.1", resolve));
+    return fake;
+  }
+
+  get port(): number {
+    return (this.server.address() as { port: number }).port;
+  }
+
+  /** Cuts every connection and stops listening. */
+  close(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  private serve(socket: Socket, limits: object): void {
+    this.sockets.push(socket);
+    let buffer: Buffer = Buffer.alloc(0);
+    socket.on("data", (chunk: Buffer) => {
+      buffer = takeFrames(Buffer.concat([buffer, chunk]), (f) => {
+        if (f.type === FrameType.HELLO) {
+          socket.write(frame(FrameType.WELCOME, 0, 0, encode({ version: PROTOCOL_VERSION, connectionId: "fake", limits })));
+        } else this.inbox.push(f);
+      });
+    });
+    socket.on("error", () => {});
+  }
+}
+
 /** What a server answered a HELLO with. */
 export type HandshakeOutcome = { admitted: true } | { admitted: false; code: string; message: string; data: unknown };
 
@@ -191,24 +250,13 @@ export class RawPeer {
   /** Resolves once the socket has closed. */
   readonly closed: Promise<void>;
   private readonly inbox = new FrameInbox();
-  private buffer = Buffer.alloc(0);
+  private buffer: Buffer = Buffer.alloc(0);
 
   private constructor(socket: Socket) {
     this.socket = socket;
     socket.setNoDelay(true);
     socket.on("data", (chunk: Buffer) => {
-      this.buffer = Buffer.concat([this.buffer, chunk]);
-      while (this.buffer.length >= FRAME_HEADER_SIZE) {
-        const length = this.buffer.readUInt32BE(0);
-        if (this.buffer.length < FRAME_HEADER_SIZE + length) break;
-        this.inbox.push({
-          type: this.buffer[4] as number,
-          flags: this.buffer[5] as number,
-          streamId: this.buffer.readUInt32BE(6),
-          payload: Buffer.from(this.buffer.subarray(FRAME_HEADER_SIZE, FRAME_HEADER_SIZE + length)),
-        });
-        this.buffer = this.buffer.subarray(FRAME_HEADER_SIZE + length);
-      }
+      this.buffer = takeFrames(Buffer.concat([this.buffer, chunk]), (f) => this.inbox.push(f));
     });
     socket.on("error", () => {});
     this.closed = new Promise((resolve) => {

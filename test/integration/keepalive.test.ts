@@ -1,11 +1,9 @@
 import assert from "node:assert/strict";
-import { type Socket, createServer } from "node:net";
 import { describe, it } from "node:test";
-import { encode } from "@msgpack/msgpack";
 import { Client } from "../../src/client/index.js";
-import { FRAME_HEADER_SIZE, FrameType } from "../../src/protocol/frame.js";
+import { FrameType } from "../../src/protocol/frame.js";
 import { Server } from "../../src/server/index.js";
-import { FrameInbox, RAW_LIMITS, RawPeer, type RawFrame, frame, rejectsWith, sleep, waitFor } from "./helpers.js";
+import { FakeServer, RawPeer, frame, rejectsWith, sleep, waitFor } from "./helpers.js";
 
 /** Frames of `type` among those a raw peer has received and not taken. */
 function count(peer: RawPeer, type: number): number {
@@ -105,33 +103,9 @@ describe("keepalive on the wire", () => {
   });
 
   it("drops a server that stops answering, failing its calls with UNAVAILABLE", async () => {
-    const inbox = new FrameInbox();
-    const sockets: Socket[] = [];
     // Completes the handshake, then reads everything and answers nothing.
-    const fake = createServer((socket) => {
-      sockets.push(socket);
-      let buffer = Buffer.alloc(0);
-      socket.on("data", (chunk: Buffer) => {
-        buffer = Buffer.concat([buffer, chunk]);
-        while (buffer.length >= FRAME_HEADER_SIZE && buffer.length >= FRAME_HEADER_SIZE + buffer.readUInt32BE(0)) {
-          const length = buffer.readUInt32BE(0);
-          const f: RawFrame = {
-            type: buffer[4] as number,
-            flags: buffer[5] as number,
-            streamId: buffer.readUInt32BE(6),
-            payload: Buffer.from(buffer.subarray(FRAME_HEADER_SIZE, FRAME_HEADER_SIZE + length)),
-          };
-          buffer = buffer.subarray(FRAME_HEADER_SIZE + length);
-          if (f.type === FrameType.HELLO) {
-            socket.write(frame(FrameType.WELCOME, 0, 0, encode({ version: 1, connectionId: "fake", limits: RAW_LIMITS })));
-          } else inbox.push(f);
-        }
-      });
-      socket.on("error", () => {});
-    });
-    await new Promise<void>((resolve) => fake.listen(0, "127.0.0.1", resolve));
-    const { port } = fake.address() as { port: number };
-    const client = new Client(`127.0.0.1:${port}`, { keepalive: { interval: 20, timeout: 100 } });
+    const fake = await FakeServer.start();
+    const client = new Client(`127.0.0.1:${fake.port}`, { keepalive: { interval: 20, timeout: 100 } });
     try {
       const started = performance.now();
       const call = client.call("never.answered", []);
@@ -141,12 +115,11 @@ describe("keepalive on the wire", () => {
       assert.ok(elapsed >= 90 && elapsed < 1500, `dropped after ${Math.round(elapsed)} ms`);
       // The silent server was PINGed (at the handshake, then on silent ticks) before it was dropped.
       let pings = 0;
-      for (const f of inbox.frames) if (f.type === FrameType.PING) pings++;
+      for (const f of fake.inbox.frames) if (f.type === FrameType.PING) pings++;
       assert.ok(pings >= 2, `${pings} PINGs`);
     } finally {
       client.destroy();
-      for (const socket of sockets) socket.destroy();
-      await new Promise<void>((resolve) => fake.close(() => resolve()));
+      await fake.close();
     }
   });
 });

@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
-import { type Socket, createServer } from "node:net";
+import type { Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { decode, encode } from "@msgpack/msgpack";
 import { Client } from "../../src/client/index.js";
-import { FRAME_HEADER_SIZE, FrameType } from "../../src/protocol/frame.js";
+import { FrameType } from "../../src/protocol/frame.js";
 import { type Channel, Server } from "../../src/server/index.js";
-import { FrameInbox, RAW_LIMITS, RawPeer, type RawFrame, callPayload, frame, helloFrame, within } from "../integration/helpers.js";
+import { FakeServer, RAW_LIMITS, RawPeer, type RawFrame, callPayload, frame, helloFrame, within } from "../integration/helpers.js";
 
 /** The items an ITEM or ITEMS frame carries. */
 function itemsOf(f: RawFrame): unknown[] {
@@ -299,33 +299,9 @@ describe("configured limits", () => {
 describe("a rapt client sending ITEMS", () => {
   it("keeps to the server's maxBatchItems, and sends only ITEM to a server that announced none", async () => {
     for (const maxBatchItems of [3, undefined]) {
-      const inbox = new FrameInbox();
-      const sockets: Socket[] = [];
-      const fake = createServer((socket) => {
-        sockets.push(socket);
-        let buffer = Buffer.alloc(0);
-        socket.on("data", (chunk: Buffer) => {
-          buffer = Buffer.concat([buffer, chunk]);
-          while (buffer.length >= FRAME_HEADER_SIZE && buffer.length >= FRAME_HEADER_SIZE + buffer.readUInt32BE(0)) {
-            const length = buffer.readUInt32BE(0);
-            const f = {
-              type: buffer[4] as number,
-              flags: buffer[5] as number,
-              streamId: buffer.readUInt32BE(6),
-              payload: Buffer.from(buffer.subarray(FRAME_HEADER_SIZE, FRAME_HEADER_SIZE + length)),
-            };
-            buffer = buffer.subarray(FRAME_HEADER_SIZE + length);
-            if (f.type === FrameType.HELLO) {
-              const limits = { ...RAW_LIMITS, streamWindow: 1000, ...(maxBatchItems === undefined ? {} : { maxBatchItems }) };
-              socket.write(frame(FrameType.WELCOME, 0, 0, encode({ version: 1, connectionId: "fake", limits })));
-            } else inbox.push(f);
-          }
-        });
-        socket.on("error", () => {});
-      });
-      await new Promise<void>((resolve) => fake.listen(0, "127.0.0.1", resolve));
-      const { port } = fake.address() as { port: number };
-      const client = new Client(`127.0.0.1:${port}`, { keepalive: false });
+      const fake = await FakeServer.start({ ...RAW_LIMITS, streamWindow: 1000, ...(maxBatchItems === undefined ? {} : { maxBatchItems }) });
+      const inbox = fake.inbox;
+      const client = new Client(`127.0.0.1:${fake.port}`, { keepalive: false });
       try {
         async function* numbers(): AsyncGenerator<number> {
           for (let i = 0; i < 100; i++) yield i;
@@ -349,12 +325,11 @@ describe("a rapt client sending ITEMS", () => {
         );
         if (maxBatchItems !== undefined) assert.ok(batches > 0, "items of one turn were batched");
         assert.equal((await within(inbox.next(FrameType.END), 2000, "END")).streamId, 1);
-        (sockets[0] as Socket).write(frame(FrameType.RESULT, 0, 1, encode(4950)));
+        (fake.sockets[0] as Socket).write(frame(FrameType.RESULT, 0, 1, encode(4950)));
         assert.equal(await within(call, 2000, "the call's result"), 4950);
       } finally {
         await client.close();
-        for (const socket of sockets) socket.destroy();
-        await new Promise<void>((resolve) => fake.close(() => resolve()));
+        await fake.close();
       }
     }
   });
