@@ -20,6 +20,14 @@ export interface AccessLogOptions {
   write: (record: AccessLogRecord) => void;
 }
 
+/** What {@link accessLog} returns: the call middleware, with its options and a way to change them. */
+export interface AccessLog extends CallMiddleware {
+  /** The options in force. */
+  readonly options: Readonly<AccessLogOptions>;
+  /** Changes the writer; records of calls that end from now on go to it. Throws INVALID_ARGUMENT on a bad value, changing nothing. */
+  configure(options: Partial<AccessLogOptions>): void;
+}
+
 /**
  * Call middleware writing one {@link AccessLogRecord} per call, streaming
  * call and channel open, with its outcome and duration. Add it first to see
@@ -29,10 +37,9 @@ export interface AccessLogOptions {
  * server.useCall(accessLog({ write: (r) => console.log(JSON.stringify(r)) }));
  * ```
  */
-export function accessLog(options: AccessLogOptions): CallMiddleware {
-  const write = options?.write;
-  if (typeof write !== "function") throw new RpcError(ErrorCode.INVALID_ARGUMENT, "accessLog write must be a function (record) => void");
-  return async (ctx, next) => {
+export function accessLog(options: AccessLogOptions): AccessLog {
+  let current = settle(options);
+  const middleware: CallMiddleware = async (ctx, next) => {
     const start = performance.now();
     let code: "OK" | ErrorCode = "OK";
     try {
@@ -42,7 +49,7 @@ export function accessLog(options: AccessLogOptions): CallMiddleware {
       throw error;
     } finally {
       try {
-        write({
+        current.write({
           method: ctx.method,
           kind: ctx.kind,
           peer: ctx.peer,
@@ -55,4 +62,18 @@ export function accessLog(options: AccessLogOptions): CallMiddleware {
       }
     }
   };
+  return Object.defineProperties(middleware, {
+    options: { get: () => current, enumerable: true },
+    configure: {
+      value: (update: Partial<AccessLogOptions>): void => {
+        current = settle({ ...current, ...update });
+      },
+    },
+  }) as AccessLog;
+}
+
+function settle(options: AccessLogOptions): Readonly<AccessLogOptions> {
+  const write = options?.write;
+  if (typeof write !== "function") throw new RpcError(ErrorCode.INVALID_ARGUMENT, "accessLog write must be a function (record) => void");
+  return Object.freeze({ write });
 }

@@ -8,6 +8,19 @@ export interface MaxConcurrentCallsOptions {
   max: number;
 }
 
+/** What {@link maxConcurrentCalls} returns: the call middleware, with its options and a way to change them. */
+export interface MaxConcurrentCalls extends CallMiddleware {
+  /** The options in force. */
+  readonly options: Readonly<MaxConcurrentCallsOptions>;
+  /**
+   * Changes `max`; it applies to the next call. Lowering it below the calls
+   * running on a connection stops none of them: new calls there are refused
+   * until enough have finished. Throws INVALID_ARGUMENT on a bad value,
+   * changing nothing.
+   */
+  configure(options: Partial<MaxConcurrentCallsOptions>): void;
+}
+
 /**
  * Call middleware limiting the calls whose handlers run at once on each
  * connection; past `max` a call is refused with RESOURCE_EXHAUSTED
@@ -17,12 +30,13 @@ export interface MaxConcurrentCallsOptions {
  * until its handler returned). Unlike the `maxConcurrentStreams` limit, this
  * is a server-side policy the client is not told about in the handshake.
  */
-export function maxConcurrentCalls(options: MaxConcurrentCallsOptions): CallMiddleware {
-  const max = checkCount(options?.max, "maxConcurrentCalls max");
+export function maxConcurrentCalls(options: MaxConcurrentCallsOptions): MaxConcurrentCalls {
+  let current: Readonly<MaxConcurrentCallsOptions> = Object.freeze({ max: checkCount(options?.max, "maxConcurrentCalls max") });
   const running = new Map<string, number>();
-  return async (ctx, next) => {
+  const middleware: CallMiddleware = async (ctx, next) => {
     const id = ctx.connectionId;
     const now = running.get(id) ?? 0;
+    const max = current.max;
     if (now >= max) {
       throw new RpcError(ErrorCode.RESOURCE_EXHAUSTED, `too many concurrent calls on this connection (limit ${max})`, { limit: max });
     }
@@ -35,4 +49,12 @@ export function maxConcurrentCalls(options: MaxConcurrentCallsOptions): CallMidd
       else running.set(id, left);
     }
   };
+  return Object.defineProperties(middleware, {
+    options: { get: () => current, enumerable: true },
+    configure: {
+      value: (update: Partial<MaxConcurrentCallsOptions>): void => {
+        current = Object.freeze({ max: checkCount(update.max ?? current.max, "maxConcurrentCalls max") });
+      },
+    },
+  }) as MaxConcurrentCalls;
 }

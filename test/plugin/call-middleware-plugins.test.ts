@@ -3,7 +3,7 @@ import { describe, it } from "node:test";
 import { Client } from "../../src/client/index.js";
 import { type AccessLogRecord, accessLog, maxConcurrentCalls, rateLimit } from "../../src/plugin/index.js";
 import { type CallMiddleware, ErrorCode, RpcError, Server } from "../../src/server/index.js";
-import { deferred, rejectsWith } from "../integration/helpers.js";
+import { deferred, rejectsWith, waitFor } from "../integration/helpers.js";
 
 async function serve(middleware: CallMiddleware[], setup?: (server: Server) => void): Promise<{ server: Server; address: string }> {
   const server = new Server({ keepalive: false, callMiddleware: middleware });
@@ -124,6 +124,95 @@ describe("maxConcurrentCalls", () => {
     } finally {
       await one.close();
       await two.close();
+      await server.close({ timeout: 1000 });
+    }
+  });
+});
+
+describe("call middleware reconfigured at run time", () => {
+  it("rateLimit: capacity and refill apply to the next call, a key change starts afresh, a bad value changes nothing", async () => {
+    const limit = rateLimit({ capacity: 1, refillPerSecond: 0.01 });
+    const { server, address } = await serve([limit]);
+    const client = new Client(address, { keepalive: false });
+    try {
+      assert.deepEqual(limit.options, { capacity: 1, refillPerSecond: 0.01, perIp: true, perMethod: false, maxBuckets: 10_000 });
+      assert.equal(await client.call("ok"), "ok");
+      await rejectsWith(client.call("ok"), "RESOURCE_EXHAUSTED", /rate limit exceeded for 127\.0\.0\.1; retry in \d+ ms/);
+      // A refill of 1,000 a second fills the bucket again within a few ms.
+      limit.configure({ refillPerSecond: 1000 });
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.equal(await client.call("ok"), "ok");
+      limit.configure({ refillPerSecond: 0.01, capacity: 3 });
+      await rejectsWith(client.call("ok"), "RESOURCE_EXHAUSTED", /rate limit exceeded/);
+      // Buckets per method: new keys, new buckets of the new capacity.
+      limit.configure({ perIp: false, perMethod: true });
+      assert.equal(limit.buckets, 0, "a key change drops the old buckets");
+      for (let i = 0; i < 3; i++) assert.equal(await client.call("other"), "other");
+      await rejectsWith(client.call("other"), "RESOURCE_EXHAUSTED", /rate limit exceeded for other;/);
+      assert.equal(await client.call("ok"), "ok", "another method has its own bucket");
+      assert.equal(limit.buckets, 2);
+      limit.configure({ maxBuckets: 1 });
+      assert.equal(limit.buckets, 1, "a lowered maxBuckets drops the least recently used at once");
+      assert.throws(() => limit.configure({ capacity: 0 }), /rateLimit capacity must be an integer > 0/);
+      assert.throws(() => limit.configure({ refillPerSecond: Number.NaN }), /refillPerSecond must be a number > 0/);
+      assert.equal(limit.options.capacity, 3, "a refused configure changes nothing");
+      assert.equal(limit.options.maxBuckets, 1);
+    } finally {
+      await client.close();
+      await server.close({ timeout: 1000 });
+    }
+  });
+
+  it("maxConcurrentCalls: a raised max admits more at once, a lowered one refuses until calls finish", async () => {
+    const gate = deferred();
+    let started = 0;
+    const limit = maxConcurrentCalls({ max: 1 });
+    const { server, address } = await serve([limit], (s) => {
+      s.register("wait", async () => {
+        started++;
+        await gate.promise;
+        return "waited";
+      });
+    });
+    const client = new Client(address, { keepalive: false });
+    try {
+      const first = client.call("wait");
+      await waitFor(() => started === 1, 2000, "the first call started");
+      await rejectsWith(client.call("ok"), "RESOURCE_EXHAUSTED", "too many concurrent calls on this connection (limit 1)");
+      limit.configure({ max: 2 });
+      assert.deepEqual(limit.options, { max: 2 });
+      const second = client.call("wait");
+      await waitFor(() => started === 2, 2000, "the second call started");
+      limit.configure({ max: 1 });
+      const refused = await rejectsWith(client.call("ok"), "RESOURCE_EXHAUSTED", "too many concurrent calls on this connection (limit 1)");
+      assert.deepEqual(refused.data, { limit: 1 });
+      assert.throws(() => limit.configure({ max: -1 }), /maxConcurrentCalls max must be an integer >= 0/);
+      assert.deepEqual(limit.options, { max: 1 });
+      gate.resolve();
+      assert.deepEqual(await Promise.all([first, second]), ["waited", "waited"]);
+      assert.equal(await client.call("ok"), "ok");
+    } finally {
+      await client.close();
+      await server.close({ timeout: 1000 });
+    }
+  });
+
+  it("accessLog: records go to the new writer from the next call; a bad writer is refused", async () => {
+    const before: string[] = [];
+    const after: string[] = [];
+    const log = accessLog({ write: (r) => before.push(r.method) });
+    const { server, address } = await serve([log]);
+    const client = new Client(address, { keepalive: false });
+    try {
+      await client.call("ok");
+      log.configure({ write: (r) => after.push(r.method) });
+      await client.call("other");
+      assert.deepEqual([before, after], [["ok"], ["other"]]);
+      assert.throws(() => log.configure({ write: "console" as never }), /accessLog write must be a function/);
+      await client.call("ok");
+      assert.deepEqual(after, ["other", "ok"], "a refused configure changes nothing");
+    } finally {
+      await client.close();
       await server.close({ timeout: 1000 });
     }
   });
