@@ -72,6 +72,8 @@ export class OutboundPump {
     }
     try {
       for (;;) {
+        // Stopped while the last item was sent: its source has been closed.
+        if (this.stopped) return;
         // The next item is pulled before the credit for it is there: the
         // source runs at most one item ahead of a stalled receiver, and a
         // source that has finished ends the stream without waiting for
