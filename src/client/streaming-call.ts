@@ -308,8 +308,8 @@ export class StreamingCall implements StreamReceiver, PumpSink, ServerStream<unk
 
   // --- PumpSink: the streamed argument ---
 
-  item(value: unknown): void {
-    if (!this.done) (this.connection as Connection).sendItem(this.streamId, value);
+  item(value: unknown, sent: number): void {
+    if (!this.done) (this.connection as Connection).sendItem(this.streamId, value, sent);
   }
 
   end(): void {

@@ -90,6 +90,8 @@ export interface ConnectionOptions {
 }
 
 const CLOSE_GRACE_MS = 1000;
+/** Items in a stream's first ITEMS frame (see {@link Connection.sendItem}). */
+export const FIRST_BATCH_ITEMS = 32;
 /** Frame types (as bits) that may appear only on stream 0. */
 const CONNECTION_ONLY =
   (1 << FrameType.HELLO) | (1 << FrameType.WELCOME) | (1 << FrameType.PING) | (1 << FrameType.PONG) | (1 << FrameType.GOAWAY);
@@ -533,12 +535,22 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost, Keepali
    * share ITEMS frames when the peer accepts them (its `maxBatchItems`):
    * one frame header, one decode and one dispatch for many small items.
    * Credit still counts each item.
+   *
+   * `sent`, the number of items the stream has sent before this one, when
+   * the caller counts them: a stream's first frame then takes at most
+   * {@link FIRST_BATCH_ITEMS} items and is written to the socket as soon as
+   * it has them. A receiver waiting for a new stream then starts on its
+   * items (and grants credit) while the producer still makes the rest of
+   * the window, where one frame at the end of the turn kept it idle until
+   * the producer had run out of credit.
    */
-  sendItem(streamId: number, value: unknown): void {
-    const batchItems = this.batchItems;
-    if (batchItems !== 0 && this.writer.writeItemInPlace(streamId, this.codec, value, batchItems, this.batchBytes)) return;
+  sendItem(streamId: number, value: unknown, sent = -1): void {
+    let batchItems = this.batchItems;
+    const eager = sent === 0;
+    if (eager) batchItems = Math.min(batchItems, FIRST_BATCH_ITEMS);
+    if (batchItems !== 0 && this.writer.writeItemInPlace(streamId, this.codec, value, batchItems, this.batchBytes, eager)) return;
     const bytes = this.codec.encodeShared(value);
-    if (batchItems === 0 || !this.writer.writeItem(streamId, bytes, batchItems, this.batchBytes)) {
+    if (batchItems === 0 || !this.writer.writeItem(streamId, bytes, batchItems, this.batchBytes, eager)) {
       this.send(FrameType.ITEM, streamId, bytes);
     }
   }
@@ -562,6 +574,10 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost, Keepali
   /** Grants the peer `n` more ITEMs on a stream. */
   sendCredit(streamId: number, n: number): void {
     this.sendFrame(FrameType.CREDIT, streamId, encodeCredit(n));
+    // Written now, not at the end of the turn: a consumer taking buffered
+    // items runs in microtasks until it has taken them all, and the sender,
+    // which may have run out of credit, would wait for that too.
+    this.writer.flush();
   }
 
   /**

@@ -179,23 +179,26 @@ export class FrameWriter {
    * batches of their own. Returns false, queuing nothing, when the item
    * must go as an ordinary message instead: it is too large to share a
    * frame, or large messages of the stream are still queued ahead.
+   * `maxItems` and `eager` apply to the batch this item opens: an eager
+   * batch is written to the socket as soon as it is full, so the first
+   * items of a stream reach a waiting receiver before the turn ends.
    */
-  writeItem(streamId: number, item: Uint8Array, maxItems: number, maxBytes: number): boolean {
+  writeItem(streamId: number, item: Uint8Array, maxItems: number, maxBytes: number, eager = false): boolean {
     if (this.closed) return true;
     const cap = Math.min(maxBytes, MAX_BATCH_BYTES) - ITEMS_HEADER_SIZE;
     const length = item.length;
     if (length > cap || this.hasQueued(streamId)) return false;
     let batch = this.batchOf(streamId);
-    if (batch !== undefined && (batch.count >= maxItems || batch.used + length > cap)) {
+    if (batch !== undefined && (batch.count >= batch.limit || batch.used + length > cap)) {
       this.closeBatch(batch, true);
       batch = undefined;
     }
-    batch ??= this.openBatch(streamId);
+    batch ??= this.openBatch(streamId, maxItems, eager);
     batch.reserve(length, cap);
     batch.bytes.set(item, batch.used);
     batch.used += length;
     batch.count++;
-    this.added(batch, maxItems, cap);
+    this.added(batch, cap);
     return true;
   }
 
@@ -207,15 +210,15 @@ export class FrameWriter {
    * batch, large messages of the stream queued ahead): the caller then
    * encodes the item and uses {@link writeItem}.
    */
-  writeItemInPlace(streamId: number, encoder: InPlaceEncoder, value: unknown, maxItems: number, maxBytes: number): boolean {
+  writeItemInPlace(streamId: number, encoder: InPlaceEncoder, value: unknown, maxItems: number, maxBytes: number, eager = false): boolean {
     if (this.closed || this.hasQueued(streamId)) return false;
     const cap = Math.min(maxBytes, MAX_BATCH_BYTES) - ITEMS_HEADER_SIZE;
     let batch = this.batchOf(streamId);
-    if (batch !== undefined && batch.count >= maxItems) {
+    if (batch !== undefined && batch.count >= batch.limit) {
       this.closeBatch(batch, true);
       batch = undefined;
     }
-    batch ??= this.openBatch(streamId);
+    batch ??= this.openBatch(streamId, maxItems, eager);
     let length = encoder.encodeInto(value, batch.bytes, batch.used, Math.min(batch.bytes.length, cap));
     if (length < 0 && batch.bytes.length < cap) {
       // Perhaps only the buffer was short: once more with all the room the batch may have.
@@ -228,7 +231,7 @@ export class FrameWriter {
     }
     batch.used += length;
     batch.count++;
-    this.added(batch, maxItems, cap);
+    this.added(batch, cap);
     return true;
   }
 
@@ -238,8 +241,8 @@ export class FrameWriter {
     return this.batches?.get(streamId);
   }
 
-  private openBatch(streamId: number): ItemBatch {
-    const batch = new ItemBatch(streamId, this.spare);
+  private openBatch(streamId: number, maxItems: number, eager: boolean): ItemBatch {
+    const batch = new ItemBatch(streamId, this.spare, maxItems, eager);
     this.spare = undefined;
     (this.batches ??= new Map()).set(streamId, batch);
     this.lastBatch = batch;
@@ -248,9 +251,9 @@ export class FrameWriter {
   }
 
   /** A batch that is full (by count, or by bytes: nothing more fits) goes into the slab now. */
-  private added(batch: ItemBatch, maxItems: number, cap: number): void {
+  private added(batch: ItemBatch, cap: number): void {
     this.lastBatch = batch;
-    if (batch.count >= maxItems || batch.used >= cap) this.closeBatch(batch, true);
+    if (batch.count >= batch.limit || batch.used >= cap) this.closeBatch(batch, true);
   }
 
   /** Writes the stream's batch, if it has one, before another frame of the stream. */
@@ -260,14 +263,14 @@ export class FrameWriter {
   }
 
   /**
-   * Writes a batch into the slab. When it closes because it is `full` and
-   * the turn's bytes have reached {@link EARLY_FLUSH_BYTES}, they are written
-   * to the socket at once.
+   * Writes a batch into the slab. When it closes because it is `full`, and
+   * it is eager or the turn's bytes have reached {@link EARLY_FLUSH_BYTES},
+   * they are written to the socket at once.
    */
   private closeBatch(batch: ItemBatch, full: boolean): void {
     this.emitBatch(batch);
     this.dropBatch(batch);
-    if (full && this.used - this.batchStart >= EARLY_FLUSH_BYTES) this.flush();
+    if (full && (batch.eager || this.used - this.batchStart >= EARLY_FLUSH_BYTES)) this.flush();
   }
 
   private emitBatch(batch: ItemBatch): void {

@@ -19,10 +19,16 @@ export class ItemBatch {
   bytes: Buffer;
   used = 0;
   count = 0;
+  /** Most items this batch takes (fixed when it opens). */
+  readonly limit: number;
+  /** Written to the socket as soon as it is full, not at the end of the turn (a stream's first frames). */
+  readonly eager: boolean;
 
-  constructor(streamId: number, bytes: Buffer | undefined) {
+  constructor(streamId: number, bytes: Buffer | undefined, limit: number, eager: boolean) {
     this.streamId = streamId;
     this.bytes = bytes ?? Buffer.allocUnsafe(FIRST_SIZE);
+    this.limit = limit;
+    this.eager = eager;
   }
 
   /** Bytes of the frame this batch becomes, header included. */

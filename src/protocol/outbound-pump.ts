@@ -3,8 +3,11 @@ import type { RpcError } from "./rpc-error.js";
 
 /** Where an {@link OutboundPump} sends what it pulls. */
 export interface PumpSink {
-  /** Send one item (ITEM). May throw (unencodable, too large): the pump then fails. */
-  item(value: unknown): void;
+  /**
+   * Send one item (ITEM); `sent` is the number of items sent before it. May
+   * throw (unencodable, too large): the pump then fails.
+   */
+  item(value: unknown, sent: number): void;
   /** The source is exhausted (END). */
   end(): void;
   /** The source threw, or an item could not be sent. */
@@ -28,6 +31,7 @@ export class OutboundPump {
   private iterator: AsyncIterator<unknown> | Iterator<unknown> | undefined;
   private wake: (() => void) | undefined;
   private stopped = false;
+  private sent = 0;
 
   constructor(sink: PumpSink, source: AsyncIterable<unknown> | Iterable<unknown>, credit: number) {
     this.sink = sink;
@@ -88,7 +92,7 @@ export class OutboundPump {
         while (this.credit === 0 && !this.stopped) await new Promise<void>((resolve) => (this.wake = resolve));
         if (this.stopped) return;
         this.credit--;
-        this.sink.item(step.value);
+        this.sink.item(step.value, this.sent++);
       }
     } catch (error) {
       if (this.stopped) return;

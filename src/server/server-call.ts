@@ -207,8 +207,8 @@ export class ServerCall implements CallContext, CallMiddlewareContext, StreamRec
 
   // --- PumpSink: the handler's result stream ---
 
-  item(value: unknown): void {
-    if (!this.done) this.host.connection.sendItem(this.streamId, value);
+  item(value: unknown, sent: number): void {
+    if (!this.done) this.host.connection.sendItem(this.streamId, value, sent);
   }
 
   end(): void {

@@ -345,3 +345,38 @@ export class RawPeer {
     this.socket.destroy();
   }
 }
+
+/** Both ends of real TCP connections on 127.0.0.1, for tests that drive a Connection directly; {@link close} destroys them all. */
+export class SocketPairs {
+  private readonly listener: NetServer;
+  private readonly accepted: Socket[] = [];
+  private readonly opened: Socket[] = [];
+
+  private constructor() {
+    this.listener = createServer((socket) => this.accepted.push(socket));
+  }
+
+  static async start(): Promise<SocketPairs> {
+    const pairs = new SocketPairs();
+    await new Promise<void>((resolve) => pairs.listener.listen(0, "127.0.0.1", resolve));
+    return pairs;
+  }
+
+  /** A new connection: `near` connected, `far` the listener's end of it. */
+  async pair(): Promise<{ near: Socket; far: Socket }> {
+    const before = this.accepted.length;
+    const near = connect({ host: "127.0.0.1", port: (this.listener.address() as { port: number }).port });
+    this.opened.push(near);
+    await new Promise<void>((resolve, reject) => {
+      near.once("connect", resolve);
+      near.once("error", reject);
+    });
+    await waitFor(() => this.accepted.length > before, 2000, "the listener accepting the socket");
+    return { near, far: this.accepted[this.accepted.length - 1] as Socket };
+  }
+
+  close(): Promise<void> {
+    for (const socket of [...this.opened, ...this.accepted]) socket.destroy();
+    return new Promise((resolve) => this.listener.close(() => resolve()));
+  }
+}

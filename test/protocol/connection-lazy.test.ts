@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
-import { type Server as NetServer, type Socket, connect, createServer } from "node:net";
+import type { Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { Connection, type ConnectionOwner, DEFAULT_LIMITS, type StreamReceiver } from "../../src/protocol/connection.js";
 import { FrameFlag, FrameType } from "../../src/protocol/frame.js";
 import type { Limits } from "../../src/protocol/wire-messages.js";
 import { RpcError } from "../../src/protocol/rpc-error.js";
-import { frame, waitFor } from "../integration/helpers.js";
+import { SocketPairs, frame, waitFor } from "../integration/helpers.js";
 
 /**
  * What a Connection makes on first use instead of at construction (stream
@@ -13,34 +13,15 @@ import { frame, waitFor } from "../integration/helpers.js";
  * behave as if every connection had its own from the start.
  */
 describe("Connection: state made on first use, and shared peer limits", () => {
-  let listener: NetServer;
-  let port: number;
-  const accepted: Socket[] = [];
-  const sockets: Socket[] = [];
+  let pairs: SocketPairs;
 
   before(async () => {
-    listener = createServer((socket) => accepted.push(socket));
-    await new Promise<void>((resolve) => listener.listen(0, "127.0.0.1", resolve));
-    port = (listener.address() as { port: number }).port;
+    pairs = await SocketPairs.start();
   });
 
-  after(async () => {
-    for (const socket of [...sockets, ...accepted]) socket.destroy();
-    await new Promise<void>((resolve) => listener.close(() => resolve()));
-  });
+  after(() => pairs.close());
 
-  /** The two ends of one real TCP connection. */
-  async function socketPair(): Promise<{ near: Socket; far: Socket }> {
-    const before = accepted.length;
-    const near = connect({ host: "127.0.0.1", port });
-    sockets.push(near);
-    await new Promise<void>((resolve, reject) => {
-      near.once("connect", resolve);
-      near.once("error", reject);
-    });
-    await waitFor(() => accepted.length > before, 2000, "the listener accepting the socket");
-    return { near, far: accepted[accepted.length - 1] as Socket };
-  }
+  const socketPair = () => pairs.pair();
 
   /** An owner recording what the connection hands it. */
   function recorder(): ConnectionOwner & { calls: Array<[number, Buffer]>; closed: RpcError[] } {

@@ -411,6 +411,38 @@ describe("FrameWriter.writeItem", () => {
     writer.close();
   });
 
+  it("writes an eager batch as soon as it is full, with the frames queued before it; the stream's next batch waits for the turn", async () => {
+    const { socket, writer } = setup();
+    const items = Array.from({ length: 10 }, (_, i) => item(5, i));
+    writer.writeFrame(FrameType.CREDIT, 0, 3, Buffer.from([0, 0, 0, 9]));
+    for (let i = 0; i < 3; i++) writer.writeItem(1, items[i] as Buffer, 4, 64 * 1024, true);
+    assert.equal(socket.chunks.length, 0, "not full yet");
+    writer.writeItem(1, items[3] as Buffer, 4, 64 * 1024, true);
+    assert.equal(socket.chunks.length, 1, "written when its fourth item came");
+    // The batch's limit and eagerness are fixed when it opens: these open an ordinary one.
+    for (let i = 4; i < 10; i++) writer.writeItem(1, items[i] as Buffer, 1024, 64 * 1024, false);
+    assert.equal(socket.chunks.length, 1);
+    await turn();
+    assert.deepEqual(
+      socket.frames().map((f) => [f.type, f.streamId, f.chunk, f.type === FrameType.CREDIT ? 0 : itemsOf(f).length]),
+      [
+        [FrameType.CREDIT, 3, 0, 0],
+        [FrameType.ITEMS, 1, 0, 4],
+        [FrameType.ITEMS, 1, 1, 6],
+      ],
+    );
+    assert.deepEqual(
+      socket.frames().flatMap((f) => (f.type === FrameType.CREDIT ? [] : itemsOf(f))),
+      items,
+    );
+    // An eager batch that is not full waits for the turn like any other.
+    writer.writeItem(5, items[0] as Buffer, 4, 64 * 1024, true);
+    assert.equal(socket.chunks.length, 2);
+    await turn();
+    assert.equal(socket.chunks.length, 3);
+    writer.close();
+  });
+
   it("passes seeded random writes of items, other frames and flushes on 1-5 streams, every item whole, in order, in bounded frames", async () => {
     const seen: Seen = {
       inPlace: 0,

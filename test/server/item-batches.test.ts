@@ -3,6 +3,7 @@ import type { Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { decode, encode } from "@msgpack/msgpack";
 import { Client } from "../../src/client/index.js";
+import { FIRST_BATCH_ITEMS } from "../../src/protocol/connection.js";
 import { FrameType } from "../../src/protocol/frame.js";
 import { type Channel, Server } from "../../src/server/index.js";
 import { FakeServer, RAW_LIMITS, RawPeer, type RawFrame, callPayload, frame, helloFrame, within } from "../integration/helpers.js";
@@ -98,6 +99,42 @@ describe("ITEMS frames", () => {
     // rapt writes the array header as array32, so it can append in place.
     const batch = frames.find((f) => f.type === FrameType.ITEMS) as RawFrame;
     assert.equal(batch.payload[0], 0xdd);
+  });
+
+  it("a server stream's first frame carries FIRST_BATCH_ITEMS items, the rest of the turn's items the next, and a client stream's the same", async () => {
+    const p = await peer({ ...RAW_LIMITS, streamWindow: 1000, maxBatchItems: 1024 });
+    p.write(frame(FrameType.CALL, 0, 1, callPayload(["s.count"], [300])));
+    const frames = await readStream(p, 1);
+    assert.deepEqual(
+      frames.map((f) => itemsOf(f).length),
+      [FIRST_BATCH_ITEMS, 300 - FIRST_BATCH_ITEMS],
+    );
+    assert.deepEqual(
+      frames.flatMap(itemsOf),
+      Array.from({ length: 300 }, (_, i) => i),
+    );
+    // A rapt client's streamed argument, to a server that records the frames.
+    const fake = await FakeServer.start({ ...RAW_LIMITS, maxBatchItems: 1024, streamWindow: 1000 });
+    const client = new Client(`127.0.0.1:${fake.port}`, { keepalive: false });
+    try {
+      async function* values(): AsyncGenerator<number> {
+        for (let i = 0; i < 100; i++) yield i;
+      }
+      void client.call("s.sum", [values()]).catch(() => {});
+      assert.equal((await fake.inbox.next(FrameType.CALL)).streamId, 1);
+      const sent = [await fake.inbox.next(), await fake.inbox.next()];
+      assert.deepEqual(
+        sent.map((f) => [f.type, itemsOf(f).length]),
+        [
+          [FrameType.ITEMS, FIRST_BATCH_ITEMS],
+          [FrameType.ITEMS, 100 - FIRST_BATCH_ITEMS],
+        ],
+      );
+    } finally {
+      // The fake server never answers: the call cannot finish, so no graceful close.
+      client.destroy();
+      await fake.close();
+    }
   });
 
   it("a peer that announced no maxBatchItems gets every item in its own ITEM", async () => {
