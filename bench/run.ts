@@ -93,6 +93,17 @@ function spawnClient(options: Options, scenario: Scenario, round: number): Child
   return new Child<ClientCommands>(join(here, "client-main.js"), execArgv(options, scenario, "client", round), `${scenario.id} client`);
 }
 
+/** The workloads in run order, grouped: each group's rounds alternate (see {@link Workload.pairedWith}). */
+function schedule(scenarios: readonly Scenario[]): Workload[][] {
+  const groups: Workload[][] = [];
+  for (const workload of new Set(scenarios.map((s) => s.workload))) {
+    const partner = groups.find((group) => group.some((w) => w.id === workload.pairedWith || w.pairedWith === workload.id));
+    if (partner === undefined) groups.push([workload]);
+    else partner.push(workload);
+  }
+  return groups;
+}
+
 /** One round of a load workload: start, warm up, measure, report, tear down. */
 async function loadRound(options: Options, scenario: Scenario, round: number): Promise<RoundResult> {
   const { workload, impl } = scenario;
@@ -255,13 +266,14 @@ async function main(): Promise<number> {
   }));
 
   // Round-robin within a workload: round 1 of every implementation, then
-  // round 2, ..., so a noisy stretch of time hits them all alike.
-  const workloads = [...new Set(scenarios.map((s) => s.workload))];
-  for (const workload of workloads) {
-    const group = scenarios.filter((s) => s.workload === workload && s.pending === undefined);
-    const idle = workload.kind === "idle" ? idleCount(options, workload, fdLimit) : undefined;
+  // round 2, ..., so a noisy stretch of time hits them all alike. A workload
+  // paired with another (crypto with the plain one) joins its round-robin.
+  for (const workloads of schedule(scenarios)) {
+    const group = scenarios.filter((s) => workloads.includes(s.workload) && s.pending === undefined);
     for (let round = 1; round <= options.rounds; round++) {
       for (const scenario of group) {
+        const workload = scenario.workload;
+        const idle = workload.kind === "idle" ? idleCount(options, workload, fdLimit) : undefined;
         const result = results.find((r) => r.id === scenario.id) as ScenarioResult;
         if (idle?.note !== undefined) result.note = idle.note;
         const started = performance.now();

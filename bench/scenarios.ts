@@ -55,6 +55,12 @@ export interface Workload {
   readonly impls: Partial<Record<ImplName, true | string>>;
   /** Size used by `--quick` instead of `connections` (idle workloads). */
   readonly quickConnections?: number;
+  /**
+   * Id of a workload whose rounds this one's alternate with (round 1 of
+   * both, then round 2, ...), so that a ratio between the two comes from
+   * rounds measured side by side, as a baseline's does.
+   */
+  readonly pairedWith?: string;
 }
 
 const ALL: Partial<Record<ImplName, true | string>> = { rapt: true, minimal: true, grpc: true, http: true };
@@ -90,6 +96,7 @@ export const WORKLOADS: readonly Workload[] = [
     connections: 1,
     inFlight: 100,
     impls: { rapt: true },
+    pairedWith: "unary-100",
   },
   {
     id: "unary-100-proxy",

@@ -44,7 +44,7 @@ describe("benchmark suite (smoke)", () => {
         runner,
         "--quick",
         "--only",
-        "unary-1/rapt,unary-1/minimal,channel-echo/rapt,unary-100-crypto/rapt,idle-10k/rapt,micro",
+        "unary-1/rapt,unary-1/minimal,channel-echo/rapt,unary-100/rapt,unary-100-crypto/rapt,idle-10k/rapt,micro",
         "--rounds",
         String(ROUNDS),
         "--warmup",
@@ -78,6 +78,7 @@ describe("benchmark suite (smoke)", () => {
       "unary-1/minimal",
       "unary-1/rapt",
       "unary-100-crypto/rapt",
+      "unary-100/rapt",
     ]);
     for (const s of results.scenarios) {
       assert.equal(s.error, undefined, `${s.id}: ${s.error}`);
@@ -111,6 +112,13 @@ describe("benchmark suite (smoke)", () => {
 
     assert.ok(results.micro.length > 0, "micro-benchmark results");
     for (const m of results.micro) assert.ok(m.nsPerFrame > 0, `${m.name}: ${m.nsPerFrame} ns`);
+
+    // The crypto workload's rounds alternate with the plain one's, and its target is a ratio of paired rounds.
+    const order = [...output.matchAll(/^ {2}(unary-100(?:-crypto)?\/rapt) +round (\d)/gm)].map((m) => `${m[1]} ${m[2]}`);
+    assert.deepEqual(order, ["unary-100/rapt 1", "unary-100-crypto/rapt 1", "unary-100/rapt 2", "unary-100-crypto/rapt 2"]);
+    const crypto = results.targets.find((t) => t.name.includes("crypto processor"));
+    assert.ok(crypto?.value !== undefined && crypto.value > 0, "crypto target evaluated");
+    assert.match(crypto.note ?? "", /side by side/);
 
     const target = results.targets.find((t) => t.name.startsWith("unary, 1 in flight"));
     assert.ok(target?.value !== undefined && target.met !== undefined, "p50 target evaluated");
