@@ -14,6 +14,7 @@ export interface PlainDecoderLimits {
 export const NOT_PLAIN: unique symbol = Symbol("rapt.notPlain");
 
 const EMPTY = Buffer.alloc(0);
+const fromCharCode = String.fromCharCode;
 
 /** Map keys up to this many bytes are kept, so a stream of similar maps reuses its key strings. */
 const MAX_CACHED_KEY = 16;
@@ -202,20 +203,39 @@ export class PlainDecoder {
 
   private string(length: number, isKey: boolean): unknown {
     if (length > this.limits.maxStrLength || this.pos + length > this.end) return NOT_PLAIN;
-    const b = this.bytes;
     const start = this.pos;
     this.pos += length;
     if (isKey && length <= MAX_CACHED_KEY && length > 0) return this.cachedKey(start, length);
-    if (length <= 24) {
-      let text = "";
-      for (let i = start; i < start + length; i++) {
-        const c = b[i] as number;
-        if (c >= 0x80) return this.utf8(start, length);
-        text += String.fromCharCode(c);
-      }
-      return text;
-    }
+    if (length <= 24) return this.ascii(start, length) ?? this.utf8(start, length);
     return this.utf8(start, length);
+  }
+
+  /**
+   * Short ASCII text built four characters at a time, or undefined if a byte
+   * is not ASCII. One string per character, as before, took half again as
+   * many instructions (callgrind); up to 24 bytes this is still no more than
+   * Buffer's UTF-8 decoding, a call into C++ that costs the same at any
+   * short length.
+   */
+  private ascii(start: number, length: number): string | undefined {
+    const b = this.bytes;
+    const end = start + length;
+    let high = 0;
+    for (let i = start; i < end; i++) high |= b[i] as number;
+    if (high >= 0x80) return undefined;
+    let text = "";
+    let i = start;
+    for (; i + 4 <= end; i += 4) text += fromCharCode(b[i] as number, b[i + 1] as number, b[i + 2] as number, b[i + 3] as number);
+    switch (end - i) {
+      case 1:
+        return text + fromCharCode(b[i] as number);
+      case 2:
+        return text + fromCharCode(b[i] as number, b[i + 1] as number);
+      case 3:
+        return text + fromCharCode(b[i] as number, b[i + 1] as number, b[i + 2] as number);
+      default:
+        return text;
+    }
   }
 
   /**

@@ -32,6 +32,26 @@ describe("PlainDecoder", () => {
     }
   });
 
+  it("decodes short strings of every length to 30, ASCII or with a non-ASCII character at each position, as the general decoder", () => {
+    const plain = new PlainDecoder(LIMITS);
+    for (let length = 0; length <= 30; length++) {
+      const ascii = Array.from({ length }, (_, i) => String.fromCharCode(0x20 + ((i * 7) % 95))).join("");
+      const variants = [ascii, ...Array.from({ length }, (_, at) => ascii.slice(0, at) + "é" + ascii.slice(at + 1))];
+      for (const text of variants) {
+        // Alone (the str forms) and as a map value next to a key (the key cache is not involved in values).
+        for (const value of [text, { k: text }]) {
+          const bytes = Buffer.from(encoder.encode(value));
+          assert.deepEqual(plain.decode(bytes), value, JSON.stringify(value));
+        }
+      }
+    }
+    // A byte that is not UTF-8 at all goes to the general decoder, whatever the length.
+    for (const length of [1, 4, 5, 24]) {
+      const bytes = Buffer.concat([Buffer.from([0xa0 + length]), Buffer.alloc(length - 1, 0x61), Buffer.from([0xff])]);
+      assert.equal(plain.decode(bytes), NOT_PLAIN, `length ${length}`);
+    }
+  });
+
   it("on seeded random garbage and mutations, gives the general decoder's value or leaves the bytes to it", () => {
     const rand = prng(0xbad);
     const plain = new PlainDecoder(LIMITS);
