@@ -177,18 +177,24 @@ export function startUnary(
     );
   }
   let prefix: Buffer;
-  let encodedArgs: Uint8Array;
+  let encodedArgs: Uint8Array | undefined;
   try {
     const metadata = options.metadata === undefined ? undefined : assertMetadata(options.metadata);
     const timeoutMs = timeout === undefined ? undefined : Math.ceil(timeout);
     prefix = encodeCallPrefix(connection.codec, method, timeoutMs, metadata, undefined, undefined, session);
-    // A view of the shared encoder's buffer: nothing may encode until sendParts has copied it.
-    encodedArgs = connection.codec.encodeShared(args);
+    // Plain arguments go straight into the outgoing batch. The CALL is only
+    // queued (written at the end of the turn), so its stream is registered
+    // below before any answer can be read.
+    if (!connection.sendInPlace(FrameType.CALL, streamId, prefix, args)) {
+      // A view of the shared encoder's buffer: nothing may encode until sendParts has copied it.
+      encodedArgs = connection.codec.encodeShared(args);
+    }
   } catch (error) {
     return Promise.reject(RpcError.from(error, ErrorCode.INVALID_ARGUMENT));
   }
   const call = new UnaryCall(connection, streamId, method, timeout, totalTimeout, args, options, retrier);
   connection.addStream(streamId, call);
+  if (encodedArgs === undefined) return call.promise;
   try {
     connection.sendParts(FrameType.CALL, streamId, prefix, encodedArgs);
   } catch (error) {

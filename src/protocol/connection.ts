@@ -527,7 +527,20 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost, Keepali
 
   /** Encodes `value` and sends it as one message. */
   sendValue(type: number, streamId: number, value: unknown): void {
+    if (this.sendInPlace(type, streamId, NO_PAYLOAD, value)) return;
     this.send(type, streamId, this.codec.encodeShared(value));
+  }
+
+  /**
+   * Queues a message of `prefix` then `value` encoded straight into the
+   * outgoing batch, when it can go as one unprocessed frame and the value
+   * is plain data (see {@link FrameWriter.writeFrameInPlace}); returns
+   * false, queuing nothing, otherwise, and the caller sends it as usual.
+   */
+  sendInPlace(type: number, streamId: number, prefix: Uint8Array, value: unknown): boolean {
+    if (this.chain !== undefined) return false;
+    const max = Math.min(this.writer.fragmentSize, this.peerLimits?.maxMessageSize ?? HANDSHAKE_MAX_FRAME_SIZE);
+    return this.writer.writeFrameInPlace(type, streamId, this.codec, prefix, value, max);
   }
 
   /**

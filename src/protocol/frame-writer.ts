@@ -1,5 +1,6 @@
 import { FRAME_HEADER_SIZE, FrameFlag, writeFrameHeader } from "./frame.js";
 import { ITEMS_HEADER_SIZE, ItemBatch } from "./item-batch.js";
+import { ErrorCode, RpcError } from "./rpc-error.js";
 
 /** What a {@link FrameWriter} needs of a socket. */
 export interface FrameSocket {
@@ -57,6 +58,8 @@ type WriterSocket = FrameSocket & { [kWriter]: FrameWriter };
  */
 const MIN_SLAB = 256;
 const MAX_SLAB = 64 * 1024;
+/** Payload bytes {@link FrameWriter.writeFrameInPlace} makes room for before it tries (a larger value gets what the slab has). */
+const IN_PLACE_ROOM = 256;
 /** The most payload one ITEMS frame carries (within the peer's limits). */
 export const MAX_BATCH_BYTES = 16 * 1024;
 /**
@@ -101,6 +104,8 @@ export class FrameWriter {
   /** Large messages being fragmented out, per stream; kept in insertion order for round robin. */
   private bulk: Map<number, BulkMessage[]> | undefined;
   private scheduled = false;
+  /** A value is being encoded straight into the slab past `used` (see {@link writeFrameInPlace}). */
+  private encodingInPlace = false;
   private waitingDrain = false;
   /** A write returned false and the socket has not emitted `drain` since: one is coming. */
   private drainPending = false;
@@ -153,6 +158,52 @@ export class FrameWriter {
     if (length > 0) slab.set(payload as Uint8Array, at + FRAME_HEADER_SIZE);
     this.used = at + FRAME_HEADER_SIZE + length;
     this.schedule();
+  }
+
+  /**
+   * Queues one unfragmented frame (flags 0) whose payload is `prefix`
+   * (copied; may be empty) then `value`, which `encoder` writes straight
+   * into the outgoing batch: no buffer, view or copy of its own, which for a
+   * small RESULT or CALL cost as much as encoding it. The payload may take
+   * up to `maxPayload` bytes. Returns false, queuing nothing, when that is
+   * not possible (a value the encoder cannot write, more than `maxPayload`
+   * or than the batch has room for, large messages of the stream queued
+   * ahead): the caller then encodes the value and queues it as usual.
+   */
+  writeFrameInPlace(
+    type: number,
+    streamId: number,
+    encoder: InPlaceEncoder,
+    prefix: Uint8Array,
+    value: unknown,
+    maxPayload: number,
+  ): boolean {
+    if (this.closed || this.hasQueued(streamId)) return false;
+    if (this.batches !== undefined) this.closeBatchOf(streamId);
+    // Room for a small payload at least; a larger one gets what the slab has left.
+    const at = this.reserve(FRAME_HEADER_SIZE + prefix.length + IN_PLACE_ROOM);
+    const slab = this.slab as Buffer;
+    const start = at + FRAME_HEADER_SIZE;
+    const end = Math.min(slab.length, start + maxPayload);
+    if (start + prefix.length > end) return false;
+    slab.set(prefix, start);
+    // The value is encoded into the batch before it is counted: anything else
+    // written now (by a getter reading the value) would overwrite it, so
+    // that is refused (see reserve) and a flush waits for the turn's end.
+    let length: number;
+    this.encodingInPlace = true;
+    try {
+      length = encoder.encodeInto(value, slab, start + prefix.length, end);
+    } finally {
+      this.encodingInPlace = false;
+    }
+    // Closed meanwhile (by a getter), or the encoder gave up.
+    if (length < 0 || this.slab !== slab || this.used !== at) return false;
+    const payload = prefix.length + length;
+    writeFrameHeader(slab, at, payload, type, 0, streamId);
+    this.used = start + payload;
+    this.schedule();
+    return true;
   }
 
   /** Queues one frame whose payload is `first` then `second`, copied at once (the caller need not join them). */
@@ -333,6 +384,10 @@ export class FrameWriter {
 
   /** Writes what is queued now instead of at the end of the turn. */
   flush(): void {
+    if (this.encodingInPlace) {
+      this.schedule();
+      return;
+    }
     this.scheduled = false;
     const batches = this.batches;
     if (batches !== undefined && batches.size > 0 && !this.closed) {
@@ -428,6 +483,12 @@ export class FrameWriter {
 
   /** Makes room for `n` bytes in the slab and returns where they start. */
   private reserve(n: number): number {
+    if (this.encodingInPlace) {
+      throw new RpcError(
+        ErrorCode.FAILED_PRECONDITION,
+        "a value being sent wrote to its own connection while it was encoded (a getter or proxy that sends): not supported",
+      );
+    }
     const slab = this.slab;
     if (slab !== null && slab.length - this.used >= n) return this.used;
     const pending = this.used - this.batchStart;

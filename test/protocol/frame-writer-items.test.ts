@@ -443,6 +443,56 @@ describe("FrameWriter.writeItem", () => {
     writer.close();
   });
 
+  it("writeFrameInPlace: prefix then the encoded value in one frame, after the stream's items; false, queuing nothing, when it cannot", () => {
+    const { socket, writer } = setup();
+    writer.writeItem(1, item(5, 1), 1024, 64 * 1024);
+    const prefix = Buffer.from([0, 0, 0, 2, 0x91, 0xa1]);
+    assert.equal(writer.writeFrameInPlace(FrameType.CALL, 1, codec, prefix, [1, "two"], 1000), true);
+    assert.equal(writer.writeFrameInPlace(FrameType.RESULT, 3, codec, Buffer.alloc(0), { a: 1 }, 1000), true);
+    // Not plain data, more than maxPayload, a prefix alone past maxPayload: nothing queued.
+    assert.equal(writer.writeFrameInPlace(FrameType.RESULT, 5, codec, Buffer.alloc(0), new Date(0), 1000), false);
+    assert.equal(writer.writeFrameInPlace(FrameType.RESULT, 5, codec, Buffer.alloc(0), "x".repeat(100), 50), false);
+    assert.equal(writer.writeFrameInPlace(FrameType.RESULT, 5, codec, Buffer.alloc(60), 1, 50), false);
+    // A value that writes to the same writer while it is encoded (a getter) would overwrite it: refused, and the
+    // encoding fails; a flush meanwhile waits. The writer goes on as before.
+    let flushedInside = -1;
+    const reentrant = {
+      get value(): number {
+        writer.flush();
+        flushedInside = socket.chunks.length;
+        writer.writeFrame(FrameType.CREDIT, 0, 7, Buffer.from([0, 0, 0, 1]));
+        return 1;
+      },
+    };
+    assert.throws(() => writer.writeFrameInPlace(FrameType.RESULT, 9, codec, Buffer.alloc(0), reentrant, 1000), {
+      code: "INVALID_ARGUMENT",
+      message: /wrote to its own connection while it was encoded/,
+    });
+    assert.equal(flushedInside, 0, "no flush while a value is encoded in place");
+    writer.writeFrame(FrameType.CREDIT, 0, 7, Buffer.from([0, 0, 0, 1]));
+    writer.flush();
+    const frames = socket.frames();
+    assert.deepEqual(
+      frames.map((f) => [f.type, f.streamId]),
+      [
+        [FrameType.ITEM, 1],
+        [FrameType.CALL, 1],
+        [FrameType.RESULT, 3],
+        [FrameType.CREDIT, 7],
+      ],
+    );
+    assert.deepEqual(frames[1]?.payload, Buffer.concat([prefix, codec.encode([1, "two"])]));
+    assert.deepEqual(codec.decode(frames[2]?.payload as Buffer), { a: 1 });
+    assert.equal(frames[3]?.payload.readUInt32BE(0), 1);
+    // Behind a large message of the stream still being fragmented out: false, so the order holds.
+    const big = setup(1024);
+    big.writer.writeMessage(FrameType.ITEM, 1, Buffer.alloc(10_000));
+    assert.equal(big.writer.writeFrameInPlace(FrameType.RESULT, 1, codec, Buffer.alloc(0), 1, 1000), false);
+    assert.equal(big.writer.writeFrameInPlace(FrameType.RESULT, 3, codec, Buffer.alloc(0), 1, 1000), true);
+    writer.close();
+    big.writer.close();
+  });
+
   it("passes seeded random writes of items, other frames and flushes on 1-5 streams, every item whole, in order, in bounded frames", async () => {
     const seen: Seen = {
       inPlace: 0,
