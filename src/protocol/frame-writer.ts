@@ -186,7 +186,7 @@ export class FrameWriter {
     const start = at + FRAME_HEADER_SIZE;
     const end = Math.min(slab.length, start + maxPayload);
     if (start + prefix.length > end) return false;
-    slab.set(prefix, start);
+    if (prefix.length > 0) slab.set(prefix, start);
     // The value is encoded into the batch before it is counted: anything else
     // written now (by a getter reading the value) would overwrite it, so
     // that is refused (see reserve) and a flush waits for the turn's end.
