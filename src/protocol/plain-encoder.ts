@@ -9,6 +9,8 @@
  * makes {@link PlainEncoder.encode} give up, and the caller encodes the
  * whole value with the general encoder instead.
  */
+import { SLOT_BYTES, StringSlots } from "./string-slots.js";
+
 /** String.prototype.isWellFormed (ES2024, in Node since 20). */
 interface WellFormed {
   isWellFormed(): boolean;
@@ -24,6 +26,8 @@ export class PlainEncoder {
   private busy = false;
   /** Deepest level a value may sit at; the outermost value is level 1 (as the general encoder counts). */
   private readonly maxLevel: number;
+  /** Encodings of the short strings that recur at the same place of successive values. */
+  private readonly slots = new StringSlots();
 
   /** `maxLevel`: the general encoder's `maxDepth`, so both refuse the same values. */
   constructor(maxLevel: number) {
@@ -58,7 +62,8 @@ export class PlainEncoder {
    * for a sender that has room in its outgoing buffer. Returns -1 when the
    * value is not plain data or does not fit (room is checked with each
    * value's largest header, so it may give up up to 9 bytes before `end`);
-   * the bytes from `offset` on are then garbage.
+   * the bytes from `offset` on are then garbage. Bytes between the end of
+   * the encoding and `end` may be overwritten either way.
    */
   encodeInto(value: unknown, target: Buffer, offset: number, end: number): number {
     // A getter or proxy trap that encodes while this encoder is busy gets the
@@ -193,9 +198,31 @@ export class PlainEncoder {
     return true;
   }
 
+  /** A string in a map or array, at the place `slot` (see {@link StringSlots}). */
+  private placedString(s: string, slot: number): boolean {
+    if (this.ensure(SLOT_BYTES)) {
+      const n = this.slots.write(s, slot, this.buffer, this.pos);
+      if (n !== 0) {
+        this.pos += n;
+        return true;
+      }
+    }
+    const at = this.pos;
+    if (!this.string(s)) return false;
+    this.slots.learn(s, slot, this.buffer, at, this.pos - at);
+    return true;
+  }
+
   private array(items: unknown[], level: number): boolean {
     if (!this.header(items.length, 0x90, 0xdc)) return false;
-    for (let i = 0; i < items.length; i++) if (!this.write(items[i], level + 1)) return false;
+    // A string item is checked against the level first, as write() would.
+    const inner = level < this.maxLevel;
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i];
+      if (!(typeof item === "string" && inner ? this.placedString(item, StringSlots.slot(level, i, true)) : this.write(item, level + 1))) {
+        return false;
+      }
+    }
     return true;
   }
 
@@ -218,10 +245,19 @@ export class PlainEncoder {
     if (proto !== null && inheritsEnumerable()) return false;
     if (!this.ensure(1)) return false;
     const start = this.pos++;
+    const inner = level < this.maxLevel;
     let count = 0;
     for (const key in object) {
+      if (!this.placedString(key, StringSlots.slot(level, count, false))) return false;
+      const value = object[key];
+      if (
+        !(typeof value === "string" && inner
+          ? this.placedString(value, StringSlots.slot(level, count, true))
+          : this.write(value, level + 1))
+      ) {
+        return false;
+      }
       count++;
-      if (!this.string(key) || !this.write(object[key], level + 1)) return false;
     }
     if (count < 16) {
       this.buffer[start] = 0x80 + count;
