@@ -29,9 +29,30 @@ export class OutboundPump {
   private readonly source: AsyncIterable<unknown> | Iterable<unknown>;
   private credit: number;
   private iterator: AsyncIterator<unknown> | Iterator<unknown> | undefined;
-  private wake: (() => void) | undefined;
   private stopped = false;
   private sent = 0;
+  /** The item pulled while there was no credit for it, sent when credit comes. */
+  private held: IteratorResult<unknown> | undefined;
+  /** A resume is queued for {@link held}. */
+  private resuming = false;
+  /** Resolves the promise {@link run} returned. */
+  private settle: (() => void) | undefined;
+  // Made once per pump: a `then` callback per item, where an `await` in a
+  // loop resumed an async function per item (callgrind, an async generator
+  // drained 10,000 items at a time: about 13% fewer instructions per item).
+  private readonly onStep = (step: IteratorResult<unknown>): void => {
+    if (this.take(step)) this.pull();
+  };
+  private readonly onRejected = (error: unknown): void => {
+    this.failed(error);
+  };
+  private readonly resume = (): void => {
+    this.resuming = false;
+    const held = this.held;
+    if (held === undefined) return;
+    this.held = undefined;
+    if (this.take(held)) this.pull();
+  };
 
   constructor(sink: PumpSink, source: AsyncIterable<unknown> | Iterable<unknown>, credit: number) {
     this.sink = sink;
@@ -42,23 +63,32 @@ export class OutboundPump {
   /** Adds credit from a CREDIT frame. */
   grant(n: number): void {
     this.credit = Math.min(MAX_CREDIT, this.credit + n);
-    const wake = this.wake;
-    this.wake = undefined;
-    wake?.();
+    // The held item goes out after the CREDIT frame's handler, not inside it.
+    if (this.held !== undefined && !this.resuming) {
+      this.resuming = true;
+      queueMicrotask(this.resume);
+    }
   }
 
   /** Stops pulling and closes the source iterator; nothing more is sent. */
   stop(_reason?: RpcError): void {
     if (this.stopped) return;
     this.stopped = true;
-    const wake = this.wake;
-    this.wake = undefined;
-    wake?.();
     this.closeIterator();
+    // Waiting for credit: nothing else will finish the run. A pending pull finishes it when it settles.
+    if (this.held !== undefined) {
+      this.held = undefined;
+      this.finished();
+    }
   }
 
-  /** Runs until the source ends, fails or the pump is stopped. Never rejects. */
-  async run(): Promise<void> {
+  /**
+   * Runs until the source ends, fails or the pump is stopped; the promise
+   * settles then, and never rejects. An async source is pulled one item at
+   * a time; a sync one (or an async one whose `next()` returns a plain
+   * result) is pulled in a loop for as long as there is credit.
+   */
+  run(): Promise<void> {
     let iterator: AsyncIterator<unknown> | Iterator<unknown>;
     try {
       const source = this.source as Partial<AsyncIterable<unknown> & Iterable<unknown>>;
@@ -67,40 +97,99 @@ export class OutboundPump {
         asyncIterator !== undefined ? asyncIterator.call(source) : (source[Symbol.iterator] as () => Iterator<unknown>).call(source);
     } catch (error) {
       this.sink.error(error);
-      return;
+      return Promise.resolve();
     }
     this.iterator = iterator;
     if (this.stopped) {
       this.closeIterator();
-      return;
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve) => {
+      this.settle = resolve;
+      this.pull();
+    });
+  }
+
+  /** Pulls until an item is pending (async source), credit runs out, or the pump stops. */
+  private pull(): void {
+    const iterator = this.iterator as Iterator<unknown>;
+    for (;;) {
+      // Stopped while the last item was sent: its source has been closed.
+      if (this.stopped) {
+        this.finished();
+        return;
+      }
+      // The next item is pulled before the credit for it is there: the
+      // source runs at most one item ahead of a stalled receiver, and a
+      // source that has finished ends the stream without waiting for
+      // credit it will not use (PROTOCOL.md §5.8).
+      let step: unknown;
+      try {
+        step = iterator.next();
+      } catch (error) {
+        this.failed(error);
+        return;
+      }
+      if (step instanceof Promise) {
+        (step as Promise<IteratorResult<unknown>>).then(this.onStep, this.onRejected);
+        return;
+      }
+      if (typeof (step as { then?: unknown } | null)?.then === "function") {
+        // Another thenable: adopted as `await` would.
+        Promise.resolve(step as PromiseLike<IteratorResult<unknown>>).then(this.onStep, this.onRejected);
+        return;
+      }
+      if (!this.take(step as IteratorResult<unknown>)) return;
+    }
+  }
+
+  /** Sends, holds or ends on one pulled step; true when the next may be pulled now. */
+  private take(step: IteratorResult<unknown>): boolean {
+    // Stopped while it was pulled: the source has been closed, the item is dropped.
+    if (this.stopped) {
+      this.finished();
+      return false;
     }
     try {
-      for (;;) {
-        // Stopped while the last item was sent: its source has been closed.
-        if (this.stopped) return;
-        // The next item is pulled before the credit for it is there: the
-        // source runs at most one item ahead of a stalled receiver, and a
-        // source that has finished ends the stream without waiting for
-        // credit it will not use (PROTOCOL.md §5.8).
-        const step = await iterator.next();
-        if (this.stopped) return;
-        if (step.done === true) {
-          this.stopped = true;
-          this.sink.end();
-          return;
-        }
-        while (this.credit === 0 && !this.stopped) await new Promise<void>((resolve) => (this.wake = resolve));
-        if (this.stopped) return;
-        this.credit--;
-        this.sink.item(step.value, this.sent++);
+      if (step.done === true) {
+        this.stopped = true;
+        this.sink.end();
+        this.finished();
+        return false;
       }
+      if (this.credit === 0) {
+        this.held = step;
+        return false;
+      }
+      this.credit--;
+      this.sink.item(step.value, this.sent++);
+      return true;
     } catch (error) {
-      if (this.stopped) return;
-      this.stopped = true;
+      // Not a result object, or the item could not be sent.
+      this.failed(error);
+      return false;
+    }
+  }
+
+  private failed(error: unknown): void {
+    if (this.stopped) {
+      this.finished();
+      return;
+    }
+    this.stopped = true;
+    try {
       this.sink.error(error);
+    } finally {
       // A source that threw is finished; one whose item failed to send is not.
       this.closeIterator();
+      this.finished();
     }
+  }
+
+  private finished(): void {
+    const settle = this.settle;
+    this.settle = undefined;
+    settle?.();
   }
 
   private closeIterator(): void {

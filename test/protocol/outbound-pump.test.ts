@@ -83,4 +83,112 @@ describe("OutboundPump", () => {
     assert.equal(source.nextAfterReturn, 0, "next() after return()");
     assert.equal(sink.ended, 0);
   });
+  it("pulls a sync source in a loop while there is credit, holding the first item past it", async () => {
+    const sink = new RecordingSink();
+    let pulls = 0;
+    function* numbers(): Generator<number> {
+      for (let i = 0; i < 10; i++) {
+        pulls++;
+        yield i;
+      }
+    }
+    const pump = new OutboundPump(sink, numbers(), 4);
+    const running = pump.run();
+    // No await between the items: all four were sent before run() returned.
+    assert.deepEqual(sink.items, [0, 1, 2, 3]);
+    assert.equal(pulls, 5, "one item held");
+    pump.grant(10);
+    assert.deepEqual(sink.items, [0, 1, 2, 3], "the held item goes out after the grant's caller returns, not inside it");
+    await running;
+    assert.deepEqual(sink.items, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert.equal(sink.ended, 1);
+  });
+
+  it("sends an array's items and ends it within run(), before any await", () => {
+    const sink = new RecordingSink();
+    void new OutboundPump(sink, ["a", "b"], 10).run();
+    assert.deepEqual(sink.items, ["a", "b"]);
+    assert.equal(sink.ended, 1);
+  });
+
+  it("adopts thenables that are not promises, as await would", async () => {
+    const sink = new RecordingSink();
+    let n = 0;
+    const source = {
+      [Symbol.asyncIterator]: () => ({
+        next: () => ({
+          then(resolve: (r: IteratorResult<number>) => void) {
+            const value = n++;
+            setImmediate(() => resolve(value < 3 ? { done: false, value } : { done: true, value: undefined }));
+          },
+        }),
+      }),
+    } as unknown as AsyncIterable<number>;
+    await new OutboundPump(sink, source, 10).run();
+    assert.deepEqual(sink.items, [0, 1, 2]);
+    assert.equal(sink.ended, 1);
+  });
+
+  it("fails with the source's error when next() throws, rejects or returns no result object, and closes the source", async () => {
+    const cases: Array<[string, () => unknown]> = [
+      [
+        "throws",
+        () => {
+          throw new Error("boom");
+        },
+      ],
+      ["rejects", () => Promise.reject(new Error("boom"))],
+      ["returns undefined", () => undefined],
+      ["resolves to undefined", () => Promise.resolve(undefined)],
+    ];
+    for (const [name, next] of cases) {
+      const sink = new RecordingSink();
+      let returned = 0;
+      const source = {
+        [Symbol.iterator]: () => ({
+          next,
+          return: () => {
+            returned++;
+            return { done: true, value: undefined };
+          },
+        }),
+      } as unknown as Iterable<unknown>;
+      await new OutboundPump(sink, source, 10).run();
+      assert.equal(sink.errors.length, 1, name);
+      assert.ok(sink.errors[0] instanceof Error, name);
+      if (name === "throws" || name === "rejects") assert.match((sink.errors[0] as Error).message, /boom/, name);
+      else assert.ok(sink.errors[0] instanceof TypeError, `${name}: ${String(sink.errors[0])}`);
+      assert.equal(sink.ended, 0, name);
+      assert.equal(returned, 1, `${name}: return() called`);
+    }
+  });
+
+  it("fails, closing the source, when an item cannot be sent, and pulls nothing more", async () => {
+    const source = new CountingSource();
+    const sink = new RecordingSink();
+    sink.onItem = (value) => {
+      if (value === 2) throw new Error("cannot encode");
+    };
+    await new OutboundPump(sink, source, 100).run();
+    assert.equal(sink.errors.length, 1);
+    assert.match((sink.errors[0] as Error).message, /cannot encode/);
+    assert.equal(source.returned, true);
+    assert.equal(source.pulls, 3);
+  });
+
+  it("settles run() when stopped while waiting for credit, and sends nothing after", async () => {
+    const source = new CountingSource();
+    const sink = new RecordingSink();
+    const pump = new OutboundPump(sink, source, 0);
+    const running = pump.run();
+    await settle();
+    assert.deepEqual(sink.items, [], "no credit: the first item is held");
+    pump.stop();
+    pump.grant(5);
+    await running;
+    await settle();
+    assert.deepEqual(sink.items, []);
+    assert.equal(source.returned, true);
+    assert.equal(sink.ended, 0);
+  });
 });
