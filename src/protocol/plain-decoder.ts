@@ -1,4 +1,5 @@
 import { isUtf8 } from "node:buffer";
+import { MAX_SHAPE_KEYS, type MapKey, ObjectShapes, type ShapeNode } from "./object-shapes.js";
 
 /** What a {@link PlainDecoder} enforces; the same limits the general decoder has. */
 export interface PlainDecoderLimits {
@@ -56,6 +57,8 @@ export class PlainDecoder {
   /** Levels allowed past `maxDepth` for the current decode (1 for an ITEMS array). */
   private extraDepth = 0;
   private readonly keys: Array<CachedKey[] | undefined> = [];
+  /** Makers of the objects of common key sequences. */
+  private readonly shapes = new ObjectShapes();
 
   constructor(limits: PlainDecoderLimits) {
     this.limits = limits;
@@ -175,6 +178,7 @@ export class PlainDecoder {
     if (size === 0) return {};
     if (size > this.limits.maxMapLength || level > this.limits.maxDepth + this.extraDepth) return NOT_PLAIN;
     if (size * 2 > this.end - this.pos) return NOT_PLAIN;
+    if (size <= MAX_SHAPE_KEYS) return this.smallMap(size, level);
     const object: Record<string, unknown> = {};
     for (let i = 0; i < size; i++) {
       const key = this.key();
@@ -183,6 +187,52 @@ export class PlainDecoder {
       if (value === NOT_PLAIN) return NOT_PLAIN;
       object[key as string] = value;
     }
+    return object;
+  }
+
+  /**
+   * A map of up to {@link MAX_SHAPE_KEYS} keys, read whole into locals (no
+   * scratch array, whose stores would each pay a write barrier), then built
+   * by its key sequence's maker once it has one.
+   */
+  private smallMap(size: number, level: number): unknown {
+    const shapes = this.shapes;
+    let shape: ShapeNode | undefined = shapes.root;
+    const k0 = this.key();
+    if (k0 === NOT_PLAIN) return NOT_PLAIN;
+    shape = shapes.next(shape, k0 as MapKey);
+    const v0 = this.value(level + 1);
+    if (v0 === NOT_PLAIN) return NOT_PLAIN;
+    let k1: unknown, v1: unknown, k2: unknown, v2: unknown, k3: unknown, v3: unknown;
+    if (size > 1) {
+      k1 = this.key();
+      if (k1 === NOT_PLAIN) return NOT_PLAIN;
+      if (shape !== undefined) shape = shapes.next(shape, k1 as MapKey);
+      v1 = this.value(level + 1);
+      if (v1 === NOT_PLAIN) return NOT_PLAIN;
+      if (size > 2) {
+        k2 = this.key();
+        if (k2 === NOT_PLAIN) return NOT_PLAIN;
+        if (shape !== undefined) shape = shapes.next(shape, k2 as MapKey);
+        v2 = this.value(level + 1);
+        if (v2 === NOT_PLAIN) return NOT_PLAIN;
+        if (size > 3) {
+          k3 = this.key();
+          if (k3 === NOT_PLAIN) return NOT_PLAIN;
+          if (shape !== undefined) shape = shapes.next(shape, k3 as MapKey);
+          v3 = this.value(level + 1);
+          if (v3 === NOT_PLAIN) return NOT_PLAIN;
+        }
+      }
+    }
+    const maker = shape === undefined ? undefined : shapes.maker(shape);
+    if (maker !== undefined) return maker(v0, v1, v2, v3);
+    // In key order, each assignment after its value was read, as for larger maps.
+    const object: Record<string, unknown> = {};
+    object[k0 as string] = v0;
+    if (size > 1) object[k1 as string] = v1;
+    if (size > 2) object[k2 as string] = v2;
+    if (size > 3) object[k3 as string] = v3;
     return object;
   }
 
