@@ -34,8 +34,13 @@ export const MAX_WINDOW_FACTOR = 16;
 export class InboundStream<T = unknown> implements AsyncIterableIterator<T> {
   private readonly host: InboundHost;
   private readonly window: number;
+  /** Buffered items from {@link head} on, then those of the arrays in {@link later}. */
   private queue: T[] = [];
   private head = 0;
+  /** Arrays of items taken whole from ITEMS frames that came while {@link queue} still had items. */
+  private later: T[][] | undefined;
+  /** Items in {@link later}. */
+  private laterCount = 0;
   /** Items the sender may still send without a new grant. */
   private outstanding: number;
   /** Items in flight (granted, or received and not taken) to aim for. */
@@ -55,7 +60,7 @@ export class InboundStream<T = unknown> implements AsyncIterableIterator<T> {
 
   /** Items received and not yet consumed. */
   get buffered(): number {
-    return this.queue.length - this.head;
+    return this.queue.length - this.head + this.laterCount;
   }
 
   /** Whether no more items will come (ended, failed or abandoned). */
@@ -77,14 +82,18 @@ export class InboundStream<T = unknown> implements AsyncIterableIterator<T> {
       this.waiting = undefined;
       this.took(1);
       waiting.resolve({ done: false, value: item });
-    } else this.queue.push(item);
+    } else if (this.later === undefined) this.queue.push(item);
+    else {
+      (this.later[this.later.length - 1] as T[]).push(item);
+      this.laterCount++;
+    }
     return true;
   }
 
   /**
    * Adds the items of one ITEMS frame, in order (`bytes`: the frame's
-   * payload size). Returns false, taking none,
-   * when they are more than the sender's credit.
+   * payload size), taking the array itself: the caller gives it up. Returns
+   * false, taking none, when they are more than the sender's credit.
    */
   pushAll(items: T[], bytes: number): boolean {
     const count = items.length;
@@ -93,9 +102,18 @@ export class InboundStream<T = unknown> implements AsyncIterableIterator<T> {
     this.outstanding -= count;
     this.measure(bytes, count);
     const waiting = this.waiting;
-    const first = waiting === undefined || count === 0 ? 0 : 1;
-    const queue = this.queue;
-    for (let i = first; i < count; i++) queue.push(items[i] as T);
+    // A waiting consumer has taken everything: the queue is empty.
+    const first = waiting === undefined ? 0 : 1;
+    if (first < count) {
+      // The array becomes the queue (or waits behind it), not copied item by item.
+      if (this.head === this.queue.length && this.later === undefined) {
+        this.queue = items;
+        this.head = first;
+      } else {
+        (this.later ??= []).push(items);
+        this.laterCount += count;
+      }
+    }
     if (first === 1) {
       this.waiting = undefined;
       // After the rest are queued, so the grant counts them as in flight.
@@ -132,10 +150,7 @@ export class InboundStream<T = unknown> implements AsyncIterableIterator<T> {
       const item = this.queue[this.head] as T;
       this.queue[this.head] = undefined as T;
       this.head++;
-      if (this.head === this.queue.length) {
-        this.queue = [];
-        this.head = 0;
-      }
+      if (this.head === this.queue.length) this.nextArray();
       this.took(1);
       return Promise.resolve({ done: false, value: item });
     }
@@ -155,6 +170,8 @@ export class InboundStream<T = unknown> implements AsyncIterableIterator<T> {
       this.ended = true;
       this.queue = [];
       this.head = 0;
+      this.later = undefined;
+      this.laterCount = 0;
       this.host.abandon();
     }
     // A next() still waiting (a consumer calling return() without awaiting it) ends too.
@@ -166,6 +183,21 @@ export class InboundStream<T = unknown> implements AsyncIterableIterator<T> {
 
   [Symbol.asyncIterator](): AsyncIterableIterator<T> {
     return this;
+  }
+
+  /** The queue is used up: the next array waiting in {@link later} takes its place. */
+  private nextArray(): void {
+    const later = this.later;
+    const next = later?.shift();
+    if (next === undefined) {
+      this.queue = [];
+      this.head = 0;
+      return;
+    }
+    this.laterCount -= next.length;
+    if ((later as T[][]).length === 0) this.later = undefined;
+    this.queue = next;
+    this.head = 0;
   }
 
   /** Folds `count` items of `bytes` in all into the size average and moves the target. */
@@ -180,7 +212,7 @@ export class InboundStream<T = unknown> implements AsyncIterableIterator<T> {
   /** The consumer took `n` items: grant what brings the items in flight back to the target, once that is at least half of it. */
   private took(n: number): void {
     if (this.closed || n === 0) return;
-    const inFlight = this.outstanding + this.queue.length - this.head;
+    const inFlight = this.outstanding + this.buffered;
     const grant = this.target - inFlight;
     if (grant > 0 && grant * 2 >= this.target) {
       this.outstanding += grant;
