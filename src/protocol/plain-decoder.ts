@@ -193,7 +193,8 @@ export class PlainDecoder {
   /**
    * A map of up to {@link MAX_SHAPE_KEYS} keys, read whole into locals (no
    * scratch array, whose stores would each pay a write barrier), then built
-   * by its key sequence's maker once it has one.
+   * by its key sequence's maker once it has one. Unrolled: a loop storing
+   * into the locals through a switch cost 1.5% more per streamed item.
    */
   private smallMap(size: number, level: number): unknown {
     const shapes = this.shapes;
@@ -227,7 +228,7 @@ export class PlainDecoder {
     }
     const maker = shape === undefined ? undefined : shapes.maker(shape);
     if (maker !== undefined) return maker(v0, v1, v2, v3);
-    // In key order, each assignment after its value was read, as for larger maps.
+    // Assigned in key order: the same object as assigning each as it is read.
     const object: Record<string, unknown> = {};
     object[k0 as string] = v0;
     if (size > 1) object[k1 as string] = v1;
