@@ -115,10 +115,13 @@ export class InboundStream<T = unknown> implements AsyncIterableIterator<T> {
       }
     }
     if (first === 1) {
+      const value = items[0] as T;
+      // The array may now be the queue: it does not keep the item it hands over.
+      items[0] = undefined as T;
       this.waiting = undefined;
       // After the rest are queued, so the grant counts them as in flight.
       this.took(1);
-      (waiting as { resolve(r: IteratorResult<T>): void }).resolve({ done: false, value: items[0] as T });
+      (waiting as { resolve(r: IteratorResult<T>): void }).resolve({ done: false, value });
     }
     return true;
   }
