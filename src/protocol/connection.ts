@@ -16,6 +16,7 @@ import { MessageAssembler } from "./message-assembler.js";
 import { type CodecLimits, DEFAULT_MAX_ARRAY_LENGTH, type MsgpackCodec, sharedCodec } from "./msgpack-codec.js";
 import { ErrorCode, RpcError } from "./rpc-error.js";
 import { encodeCredit } from "./credit.js";
+import { ItemSizeMemory } from "./item-size-memory.js";
 import type { ProcessorChain, RecordTransform } from "./processor.js";
 import { RecordDecoder, type RecordSink } from "./record-decoder.js";
 import { socketErrorReason } from "./socket-error.js";
@@ -224,6 +225,7 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost, Keepali
   private nextLocalStream: number;
   private handshakeTimer: NodeJS.Timeout | undefined;
   private drained: Promise<void> | undefined;
+  private itemSizeMemory: ItemSizeMemory | undefined;
   /** A graceful end is under way (see {@link end}). */
   private ending = false;
   /** The agreed per-message processing (compression); undefined (the fast path) when the handshake agreed on none. */
@@ -584,13 +586,26 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost, Keepali
     this.sendUnchecked(type, streamId, NO_PAYLOAD);
   }
 
-  /** Grants the peer `n` more ITEMs on a stream. */
-  sendCredit(streamId: number, n: number): void {
+  /**
+   * Grants the peer `n` more ITEMs on a stream. Written now unless `withTurn`
+   * (an opening grant, which goes in the same write as its CALL).
+   */
+  sendCredit(streamId: number, n: number, withTurn = false): void {
     this.sendFrame(FrameType.CREDIT, streamId, encodeCredit(n));
     // Written now, not at the end of the turn: a consumer taking buffered
     // items runs in microtasks until it has taken them all, and the sender,
     // which may have run out of credit, would wait for that too.
-    this.writer.flush();
+    if (!withTurn) this.writer.flush();
+  }
+
+  /** The average item size of the last stream `method` sent this side on this connection; 0 if none is remembered. */
+  expectedItemBytes(method: string): number {
+    return this.itemSizeMemory === undefined ? 0 : this.itemSizeMemory.get(method);
+  }
+
+  /** Remembers the average item size of a stream `method` sent this side (see {@link ItemSizeMemory}). */
+  rememberItemBytes(method: string, bytes: number): void {
+    (this.itemSizeMemory ??= new ItemSizeMemory()).remember(method, bytes);
   }
 
   /**

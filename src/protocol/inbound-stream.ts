@@ -51,11 +51,37 @@ export class InboundStream<T = unknown> implements AsyncIterableIterator<T> {
   private failure: RpcError | undefined;
   private waiting: { resolve(r: IteratorResult<T>): void; reject(e: RpcError): void } | undefined;
 
-  constructor(host: InboundHost, window: number) {
+  /**
+   * `expectedItemBytes` is what the items of this stream are expected to
+   * measure on average (0, the default: unknown): the stream then aims at
+   * the target such items get from the start, and {@link openingGrant} says
+   * how much credit that needs beyond the window.
+   */
+  constructor(host: InboundHost, window: number, expectedItemBytes = 0) {
     this.host = host;
     this.window = window;
     this.outstanding = window;
     this.target = window;
+    if (expectedItemBytes > 0) this.measure(expectedItemBytes, 1);
+  }
+
+  /**
+   * Credit to grant before any item has come, with the CALL that opens the
+   * stream: what brings the items in flight from the window up to the
+   * target (see the constructor). Counted as granted; 0 when the target is
+   * the window, or once the stream has started.
+   */
+  openingGrant(): number {
+    if (this.closed) return 0;
+    const grant = this.target - this.outstanding - this.buffered;
+    if (grant <= 0) return 0;
+    this.outstanding += grant;
+    return grant;
+  }
+
+  /** The running average of the items' encoded size, in bytes: before the first item, the expected size (0 if none). */
+  get averageItemBytes(): number {
+    return this.itemBytes;
   }
 
   /** Items received and not yet consumed. */

@@ -31,6 +31,7 @@ export type { Processor, ProcessorKind, ProcessorOffer, ProcessorAgreement, Payl
 export { CallKind, DEFAULT_STREAM_WINDOW } from "./wire-messages.js";
 export { Channel, type ChannelClose, type ChannelTransport } from "./channel.js";
 export { InboundStream, type InboundHost } from "./inbound-stream.js";
+export { ItemSizeMemory, ITEM_SIZE_MEMORY_METHODS } from "./item-size-memory.js";
 export { OutboundPump, type PumpSink } from "./outbound-pump.js";
 export { encodeCallPayload, readCallPayload, type CallPayload, MAX_TIMEOUT_MS } from "./call-payload.js";
 export { encodeCredit, decodeCredit } from "./credit.js";

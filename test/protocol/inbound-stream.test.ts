@@ -17,7 +17,7 @@ class Peer {
   readonly stream: InboundStream<number>;
   private readonly window: number;
 
-  constructor(window: number) {
+  constructor(window: number, expectedItemBytes = 0) {
     this.window = window;
     this.stream = new InboundStream<number>(
       {
@@ -28,7 +28,15 @@ class Peer {
         abandon: () => this.abandoned++,
       },
       window,
+      expectedItemBytes,
     );
+  }
+
+  /** Sends the stream's opening grant, as a CREDIT with the CALL; returns it (0: none). */
+  open(): number {
+    const n = this.stream.openingGrant();
+    if (n > 0) this.grants.push(n);
+    return n;
   }
 
   get granted(): number {
@@ -214,6 +222,48 @@ describe("InboundStream credit", () => {
     }
     assert.ok(most > 0, "grants went on");
     assert.ok(most <= window, `${most} in flight after a grant for large items`);
+  });
+
+  it("grants up front the target of the expected item size, counted as credit, and keeps to that target after", async () => {
+    const window = 16;
+    const cases = [
+      { bytes: 10, target: MAX_WINDOW_FACTOR * window },
+      { bytes: STREAM_BUFFER_BYTES / (4 * window), target: 4 * window },
+      { bytes: large(window), target: window },
+      { bytes: 1024 * 1024, target: window },
+    ];
+    for (const { bytes, target } of cases) {
+      const peer = new Peer(window, bytes);
+      assert.equal(peer.stream.averageItemBytes, bytes, "the expectation stands for the average until items come");
+      assert.equal(peer.open(), target - window, `${bytes}-byte items`);
+      assert.equal(peer.stream.openingGrant(), 0, "granted once");
+      assert.equal(peer.credit, target);
+      for (let round = 0; round < 6; round++) {
+        while (peer.credit > 0) assert.equal(peer.push(bytes), true);
+        assert.equal(peer.push(bytes), false, `${bytes}-byte items: nothing beyond the credit`);
+        assert.equal(peer.inFlight, target);
+        while (peer.stream.buffered > 0) {
+          await peer.take();
+          assert.ok(peer.inFlight <= target, `${bytes}-byte items: ${peer.inFlight} in flight`);
+        }
+      }
+    }
+  });
+
+  it("has no opening grant without an expected size, once items have come, or once closed", async () => {
+    assert.equal(new Peer(16).open(), 0);
+    const started = new Peer(16, 10);
+    assert.equal(started.push(10), true);
+    await started.take();
+    // The first take granted what the target lacked: nothing is left to grant up front.
+    assert.equal(started.grants.length, 1);
+    assert.equal(started.open(), 0);
+    const ended = new Peer(16, 10);
+    ended.stream.end();
+    assert.equal(ended.open(), 0);
+    const failed = new Peer(16, 10);
+    failed.stream.fail(error);
+    assert.equal(failed.open(), 0);
   });
 
   it("holds credit, buffer and order through seeded random pushes, ITEMS and takes", async () => {
