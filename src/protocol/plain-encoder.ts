@@ -7,8 +7,11 @@
  * the cost of sending them. Anything else (Date, BigInt, class instances,
  * other typed arrays, integers beyond 32 bits, nesting past the limit)
  * makes {@link PlainEncoder.encode} give up, and the caller encodes the
- * whole value with the general encoder instead.
+ * whole value with the general encoder instead. Short strings that recur
+ * at one place are written from {@link StringSlots}, and maps of recurring
+ * key sequences by {@link MapWriters}' compiled writers.
  */
+import { MAX_WRITER_KEYS, type MapTarget, MapWriters } from "./map-writers.js";
 import { SLOT_BYTES, StringSlots } from "./string-slots.js";
 
 /** String.prototype.isWellFormed (ES2024, in Node since 20). */
@@ -16,18 +19,20 @@ interface WellFormed {
   isWellFormed(): boolean;
 }
 
-export class PlainEncoder {
-  /** Where bytes go: the own buffer, or a caller's (see {@link encodeInto}). */
-  private buffer: Buffer;
-  private pos = 0;
+export class PlainEncoder implements MapTarget {
+  /** Where bytes go: the own buffer, or a caller's (see {@link encodeInto}). Public for {@link MapWriters}' writers, as are the next two. */
+  buffer: Buffer;
+  pos = 0;
   /** End of the room in `buffer`; the own buffer grows past it, a caller's does not. */
-  private limit: number;
+  limit: number;
   private own: Buffer = Buffer.allocUnsafe(2048);
   private busy = false;
   /** Deepest level a value may sit at; the outermost value is level 1 (as the general encoder counts). */
   private readonly maxLevel: number;
   /** Encodings of the short strings that recur at the same place of successive values. */
   private readonly slots = new StringSlots();
+  /** Writers of the maps of common key sequences. */
+  private readonly writers = new MapWriters();
 
   /** `maxLevel`: the general encoder's `maxDepth`, so both refuse the same values. */
   constructor(maxLevel: number) {
@@ -213,6 +218,13 @@ export class PlainEncoder {
     return true;
   }
 
+  /** Writes the value at `position` of a map at `level` as the key-by-key path does (for {@link MapWriters}' writers). */
+  mapValue(value: unknown, level: number, position: number): boolean {
+    return typeof value === "string" && level < this.maxLevel
+      ? this.placedString(value, StringSlots.slot(level, position, true))
+      : this.write(value, level + 1);
+  }
+
   private array(items: unknown[], level: number): boolean {
     if (!this.header(items.length, 0x90, 0xdc)) return false;
     // A string item is checked against the level first, as write() would.
@@ -242,12 +254,26 @@ export class PlainEncoder {
     // enumerable property of its own (checked), and the count is only known
     // at the end, so the header is written after the entries (moved along
     // for 16 entries or more, which need a longer header).
+    const inner = level < this.maxLevel;
+    // A compiled writer checks the keys itself, inherited ones included.
+    const writer = inner ? this.writers.writerAt(level) : undefined;
+    if (writer !== undefined) {
+      const at = this.pos;
+      if (writer(this, object, level)) return true;
+      this.pos = at;
+    }
     if (proto !== null && inheritsEnumerable()) return false;
     if (!this.ensure(1)) return false;
     const start = this.pos++;
-    const inner = level < this.maxLevel;
+    // The level's last key sequence: compared with this map's keys, and replaced by them where they differ.
+    const learnt = inner ? this.writers.keysAt(level) : undefined;
+    let same = true;
     let count = 0;
     for (const key in object) {
+      if (learnt !== undefined && learnt[count] !== key) {
+        if (count < MAX_WRITER_KEYS) learnt[count] = key;
+        same = false;
+      }
       if (!this.placedString(key, StringSlots.slot(level, count, false))) return false;
       const value = object[key];
       if (
@@ -259,6 +285,7 @@ export class PlainEncoder {
       }
       count++;
     }
+    if (learnt !== undefined) this.writers.learned(level, count, same);
     if (count < 16) {
       this.buffer[start] = 0x80 + count;
       return true;
