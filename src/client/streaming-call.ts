@@ -158,9 +158,11 @@ export class StreamingCall implements StreamReceiver, PumpSink, ServerStream<unk
     this.streamId = streamId;
     connection.addStream(streamId, this);
     connection.sendParts(FrameType.CALL, streamId, prefix, encodedArgs);
-    if (this.mode !== "unary") {
-      // A method whose last stream had small items gets their credit with
-      // the CALL, in the same write, not a round trip after its first items.
+    // A method whose last stream had small items gets their credit with the
+    // CALL, in the same write, not a round trip after its first items; not
+    // with a CALL large enough to go in fragments, which a CREDIT may not
+    // come between.
+    if (this.mode !== "unary" && !connection.isFragmenting(streamId)) {
       const expected = connection.expectedItemBytes(this.method);
       if (expected > 0) {
         const grant = this.outputStream(expected).openingGrant();

@@ -598,6 +598,15 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost, Keepali
     if (!withTurn) this.writer.flush();
   }
 
+  /**
+   * Whether a message of the stream is still being fragmented out: nothing
+   * else may be sent on it meanwhile that is not allowed between fragments
+   * (a CREDIT between a CALL's fragments is a protocol error, §6.2).
+   */
+  isFragmenting(streamId: number): boolean {
+    return this.writer.hasQueued(streamId);
+  }
+
   /** The average item size of the last stream `method` sent this side on this connection; 0 if none is remembered. */
   expectedItemBytes(method: string): number {
     return this.itemSizeMemory === undefined ? 0 : this.itemSizeMemory.get(method);

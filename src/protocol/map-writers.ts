@@ -48,8 +48,8 @@ class LevelMemory {
  * {@link WRITE_AFTER} times in a row at one nesting level gets a function
  * that checks an object's keys in one for-in walk (identity comparisons of
  * interned strings), stores the map header and the keys' encodings as
- * constants, and writes small unsigned integers in place; other values go
- * through the encoder. Each level tries its last writer first: a stream's
+ * constants, and writes small unsigned integers and short ASCII strings in
+ * place; other values go through the encoder. Each level tries its last writer first: a stream's
  * items, and the maps nested in them at each level, have the same keys
  * every time. A map of other keys fails the check at its first differing
  * key and is written key by key, which learns its sequence.
@@ -58,12 +58,12 @@ class LevelMemory {
  * object with one more key anywhere fails the check (the key-by-key path
  * then decides). A writer that gives up (a value the plain encoder does
  * not take, no room left) leaves the map to the key-by-key path, which
- * reads the object again: an enumerable getter then runs twice. At most 256 writers are made per encoder; keys of more
- * than 64 bytes never get one. The writer is compiled from the keys (`new
- * Function`), each written as `JSON.stringify(key)`, a string literal
- * whatever the key holds, and read as `o[literal]`, which for an own
- * `__proto__` key (from JSON.parse) reads that key as for-in sees it. Where
- * code generation is disallowed
+ * reads the object again: an enumerable getter then runs twice. At most
+ * 256 writers are made per encoder; keys of more than 64 bytes never get
+ * one. The writer is compiled from the keys (`new Function`), each written
+ * as `JSON.stringify(key)`, a string literal whatever the key holds, and
+ * read as `o[literal]`, which for an own `__proto__` key (from JSON.parse)
+ * reads that key as for-in sees it. Where code generation is disallowed
  * (`--disallow-code-generation-from-strings`) every map is written key by
  * key, as before.
  */

@@ -100,7 +100,7 @@ describe("opening credit", () => {
 
     before(async () => {
       server.register("s", {
-        async *count(n: number): AsyncGenerator<{ seq: number; value: string }> {
+        async *count(n: number, _padding?: string): AsyncGenerator<{ seq: number; value: string }> {
           for (let seq = 0; seq < n; seq++) yield { seq, value: "item" };
         },
       });
@@ -122,6 +122,18 @@ describe("opening credit", () => {
         }
         assert.equal(seq, n);
       }
+    });
+
+    it("sends no opening credit with a CALL that goes in fragments, which a CREDIT may not come between", async () => {
+      for await (const _ of client.stream("s.count", [100])) void _;
+      // 200 KB of arguments: the CALL goes in fragments of 64 KiB. Were a
+      // CREDIT sent among them, the server would fail the connection.
+      let got = 0;
+      for await (const _ of client.stream("s.count", [5000, "x".repeat(200_000)])) got++;
+      assert.equal(got, 5000);
+      let after = 0;
+      for await (const _ of client.stream("s.count", [10])) after++;
+      assert.equal(after, 10, "the connection is fine");
     });
   });
 });
