@@ -10,7 +10,7 @@ export interface MapTarget {
   /** End of the room in {@link buffer}. */
   limit: number;
   /** Writes the value at `position` of a map at nesting `level`, at {@link pos}; false when it cannot. */
-  mapValue(value: unknown, level: number, position: number): boolean;
+  placedValue(value: unknown, level: number, position: number): boolean;
 }
 
 /**
@@ -157,7 +157,7 @@ function compile(keys: readonly string[]): MapWriter | undefined | null {
       "if (v < 0x80) b[p++] = v; else if (v < 0x100) { b[p] = 0xcc; b[p + 1] = v; p += 2; } else { b[p] = 0xcd; b[p + 1] = v >>> 8; b[p + 2] = v & 0xff; p += 3; }",
       "} else if (typeof v === 'string' && v.length <= 8 && p + 9 <= t.limit && ascii(v, b, p)) {",
       "p += 1 + v.length;",
-      `} else { t.pos = p; if (!t.mapValue(v, level, ${i})) return false; b = t.buffer; p = t.pos; }`,
+      `} else { t.pos = p; if (!t.placedValue(v, level, ${i})) return false; b = t.buffer; p = t.pos; }`,
     );
   }
   lines.push("t.pos = p;", "return true;");

@@ -218,8 +218,12 @@ export class PlainEncoder implements MapTarget {
     return true;
   }
 
-  /** Writes the value at `position` of a map at `level` as the key-by-key path does (for {@link MapWriters}' writers). */
-  mapValue(value: unknown, level: number, position: number): boolean {
+  /**
+   * Writes the value at `position` of a map at `level`: a string through
+   * its place's slot (see {@link StringSlots}), anything else one level
+   * deeper. Also what {@link MapWriters}' writers write values with.
+   */
+  placedValue(value: unknown, level: number, position: number): boolean {
     return typeof value === "string" && level < this.maxLevel
       ? this.placedString(value, StringSlots.slot(level, position, true))
       : this.write(value, level + 1);
@@ -227,7 +231,9 @@ export class PlainEncoder implements MapTarget {
 
   private array(items: unknown[], level: number): boolean {
     if (!this.header(items.length, 0x90, 0xdc)) return false;
-    // A string item is checked against the level first, as write() would.
+    // A string item is checked against the level first, as write() would;
+    // written out rather than through placedValue(), which cost a short
+    // array about 14% more instructions (callgrind).
     const inner = level < this.maxLevel;
     for (let i = 0; i < items.length; i++) {
       const item = items[i];
@@ -274,15 +280,7 @@ export class PlainEncoder implements MapTarget {
         if (count < MAX_WRITER_KEYS) learnt[count] = key;
         same = false;
       }
-      if (!this.placedString(key, StringSlots.slot(level, count, false))) return false;
-      const value = object[key];
-      if (
-        !(typeof value === "string" && inner
-          ? this.placedString(value, StringSlots.slot(level, count, true))
-          : this.write(value, level + 1))
-      ) {
-        return false;
-      }
+      if (!this.placedString(key, StringSlots.slot(level, count, false)) || !this.placedValue(object[key], level, count)) return false;
       count++;
     }
     if (learnt !== undefined) this.writers.learned(level, count, same);
