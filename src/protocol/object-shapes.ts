@@ -1,3 +1,5 @@
+import type { MapReader } from "./map-readers.js";
+
 /** A map key as {@link PlainDecoder} reads it: a string, or a number (which names the property `String(n)`). */
 export type MapKey = string | number;
 
@@ -26,6 +28,8 @@ export class ShapeNode {
   /** Maps decoded with exactly this key sequence, until it has a maker. */
   uses = 0;
   maker: ObjectMaker | undefined;
+  /** The reader of maps with these keys in the encoding first met with a maker (see MapReaders); null when they cannot have one. */
+  reader: MapReader | null | undefined;
 
   constructor(parent: ShapeNode | undefined, key: MapKey | undefined) {
     this.parent = parent;

@@ -1,4 +1,5 @@
 import { isUtf8 } from "node:buffer";
+import { MapReaders, type MapSource, MISS } from "./map-readers.js";
 import { MAX_SHAPE_KEYS, type MapKey, ObjectShapes, type ShapeNode } from "./object-shapes.js";
 
 /** What a {@link PlainDecoder} enforces; the same limits the general decoder has. */
@@ -47,18 +48,21 @@ interface CachedKey {
  * the bytes with the general decoder, which returns the value or the error
  * it always gave. Strings that are not valid UTF-8 go to it as well.
  */
-export class PlainDecoder {
+export class PlainDecoder implements MapSource {
   private readonly limits: PlainDecoderLimits;
-  private bytes: Buffer = EMPTY;
+  /** The input being decoded (public for {@link MapReaders}' readers). */
+  bytes: Buffer = EMPTY;
   /** The input as given, for binary views of the same type the general decoder returns. */
   private input: Uint8Array = EMPTY;
-  private pos = 0;
-  private end = 0;
+  pos = 0;
+  end = 0;
   /** Levels allowed past `maxDepth` for the current decode (1 for an ITEMS array). */
   private extraDepth = 0;
   private readonly keys: Array<CachedKey[] | undefined> = [];
   /** Makers of the objects of common key sequences. */
   private readonly shapes = new ObjectShapes();
+  /** Readers of the common key sequences, in the encoding their keys come in. */
+  private readonly readers = new MapReaders(NOT_PLAIN);
 
   constructor(limits: PlainDecoderLimits) {
     this.limits = limits;
@@ -79,6 +83,11 @@ export class PlainDecoder {
       this.bytes = EMPTY;
       this.input = EMPTY;
     }
+  }
+
+  /** Decodes the value at {@link pos} (for {@link MapReaders}' readers). */
+  valueAt(level: number): unknown {
+    return this.value(level);
   }
 
   private value(level: number): unknown {
@@ -195,31 +204,54 @@ export class PlainDecoder {
    * scratch array, whose stores would each pay a write barrier), then built
    * by its key sequence's maker once it has one. Unrolled: a loop storing
    * into the locals through a switch cost 1.5% more per streamed item.
+   * The level's reader (see {@link MapReaders}) is tried first; a key
+   * sequence with a maker gets a reader of the bytes its keys came in.
    */
   private smallMap(size: number, level: number): unknown {
+    const reader = this.readers.readerAt(level);
+    const start = this.pos;
+    if (reader !== undefined && reader.size === size) {
+      const object = reader.read(this, level);
+      if (object !== MISS) return object;
+      this.pos = start;
+    }
     const shapes = this.shapes;
     let shape: ShapeNode | undefined = shapes.root;
     const k0 = this.key();
     if (k0 === NOT_PLAIN) return NOT_PLAIN;
+    // Where each key ended, for a reader made from these bytes (the next key starts after the value).
+    const e0 = this.pos;
     shape = shapes.next(shape, k0 as MapKey);
     const v0 = this.value(level + 1);
     if (v0 === NOT_PLAIN) return NOT_PLAIN;
     let k1: unknown, v1: unknown, k2: unknown, v2: unknown, k3: unknown, v3: unknown;
+    let s1 = 0,
+      e1 = 0,
+      s2 = 0,
+      e2 = 0,
+      s3 = 0,
+      e3 = 0;
     if (size > 1) {
+      s1 = this.pos;
       k1 = this.key();
       if (k1 === NOT_PLAIN) return NOT_PLAIN;
+      e1 = this.pos;
       if (shape !== undefined) shape = shapes.next(shape, k1 as MapKey);
       v1 = this.value(level + 1);
       if (v1 === NOT_PLAIN) return NOT_PLAIN;
       if (size > 2) {
+        s2 = this.pos;
         k2 = this.key();
         if (k2 === NOT_PLAIN) return NOT_PLAIN;
+        e2 = this.pos;
         if (shape !== undefined) shape = shapes.next(shape, k2 as MapKey);
         v2 = this.value(level + 1);
         if (v2 === NOT_PLAIN) return NOT_PLAIN;
         if (size > 3) {
+          s3 = this.pos;
           k3 = this.key();
           if (k3 === NOT_PLAIN) return NOT_PLAIN;
+          e3 = this.pos;
           if (shape !== undefined) shape = shapes.next(shape, k3 as MapKey);
           v3 = this.value(level + 1);
           if (v3 === NOT_PLAIN) return NOT_PLAIN;
@@ -227,7 +259,17 @@ export class PlainDecoder {
       }
     }
     const maker = shape === undefined ? undefined : shapes.maker(shape);
-    if (maker !== undefined) return maker(v0, v1, v2, v3);
+    if (maker !== undefined) {
+      // A common key sequence: its level tries the reader of these key bytes first from now on.
+      const node = shape as ShapeNode;
+      if (node.reader === undefined && this.readers.canMake(level)) {
+        const names = [String(k0), String(k1), String(k2), String(k3)].slice(0, size);
+        node.reader = this.readers.make(this.bytes, [start, e0, s1, e1, s2, e2, s3, e3], names);
+      }
+      const made = node.reader;
+      if (made !== null && made !== undefined && made !== reader) this.readers.use(level, made);
+      return maker(v0, v1, v2, v3);
+    }
     // Assigned in key order: the same object as assigning each as it is read.
     const object: Record<string, unknown> = {};
     object[k0 as string] = v0;

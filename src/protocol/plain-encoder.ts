@@ -229,6 +229,11 @@ export class PlainEncoder implements MapTarget {
       : this.write(value, level + 1);
   }
 
+  /** A DataView over all of `buffer`, for {@link MapWriters}' writers (the slots keep one per buffer). */
+  viewOf(buffer: Buffer): DataView {
+    return this.slots.viewFor(buffer);
+  }
+
   private array(items: unknown[], level: number): boolean {
     if (!this.header(items.length, 0x90, 0xdc)) return false;
     // A string item is checked against the level first, as write() would;

@@ -86,7 +86,8 @@ export class StringSlots {
     this.lengths[slot] = length;
   }
 
-  private viewFor(target: Uint8Array): DataView {
+  /** A DataView over all of `target`: made once per buffer, the last one at hand without a lookup. */
+  viewFor(target: Uint8Array): DataView {
     // Encoders are shared by connections, each writing into buffers it
     // reuses (its outgoing slab, its streams' batches): a view is made once
     // per buffer, and the last one is at hand without a lookup.

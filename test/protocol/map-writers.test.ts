@@ -20,6 +20,22 @@ function encodeRepeatedly(plain: PlainEncoder, times: number, make: (i: number) 
   }
 }
 
+/**
+ * {@link encodeRepeatedly} through `encodeInto`, each time into a target
+ * filled with another byte: a byte the writer leaves unwritten shows, where
+ * the encoder's own buffer would still hold it from the value before.
+ */
+function encodeIntoRepeatedly(plain: PlainEncoder, times: number, make: (i: number) => unknown, label: string): void {
+  const target = Buffer.alloc(256);
+  for (let i = 0; i < times; i++) {
+    const value = make(i);
+    target.fill(0x11 * ((i % 15) + 1));
+    const n = plain.encodeInto(value, target, 3, target.length);
+    assert.ok(n >= 0, `${label} #${i}: the plain encoder took it`);
+    assert.deepEqual(target.subarray(3, 3 + n), Buffer.from(general.encode(value)), `${label} #${i}`);
+  }
+}
+
 /** Whether the writers of `plain` have a writer for maps at `level` (reached through the encoder's private field). */
 function hasWriter(plain: PlainEncoder, level: number): boolean {
   return (plain as unknown as { writers: MapWriters }).writers.writerAt(level) !== undefined;
@@ -94,6 +110,21 @@ describe("MapWriters", () => {
     encodeRepeatedly(plain, 20, (i) => ({ n: i }), "warm up");
     assert.ok(hasWriter(plain, 1));
     for (const n of numbers) encodeRepeatedly(plain, 1, () => ({ n }), `n = ${n}`);
+  });
+
+  it("writes the string a value position kept (encoded in up to 16 bytes) for that string only: every length, ASCII or not, in turn", () => {
+    const plain = new PlainEncoder(65);
+    encodeIntoRepeatedly(plain, 20, (i) => ({ seq: i, value: "v" }), "warm up");
+    assert.ok(hasWriter(plain, 1));
+    for (let length = 0; length <= 20; length++) {
+      const ascii = "abcdefghijklmnopqrstuvwxyz".slice(0, length);
+      const texts = [ascii, ascii.replace(/.$/, "é"), ascii.toUpperCase(), "ж".repeat(Math.ceil(length / 2))];
+      // Each text three times in a row (kept after the first), then the next: the kept one must not be written for it.
+      for (const text of texts) encodeIntoRepeatedly(plain, 3, (i) => ({ seq: i, value: text }), `${JSON.stringify(text)} (${length})`);
+      // A string equal to the kept one but built anew (not the same string object) is written the same.
+      encodeIntoRepeatedly(plain, 2, () => ({ seq: 1, value: [...ascii].join("") }), `${JSON.stringify(ascii)} built anew`);
+      encodeIntoRepeatedly(plain, 1, () => ({ seq: 1, value: length }), `then a number`);
+    }
   });
 
   it("checks the keys of every object: one more, one fewer, another order, an inherited key, another prototype", () => {
