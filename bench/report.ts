@@ -183,6 +183,10 @@ export function consoleTable(results: BenchResults): string {
   return `\n${parts.join("\n\n")}\n`;
 }
 
+function nodeFlagsText(flags: string[] | undefined): string {
+  return flags === undefined || flags.length === 0 ? "none" : flags.map((flag) => `\`${flag}\``).join(" ");
+}
+
 /** bench/RESULTS.md. */
 export function markdownReport(results: BenchResults): string {
   const { machine, options } = results;
@@ -203,6 +207,7 @@ export function markdownReport(results: BenchResults): string {
       (machine.loadAverage > machine.cores / 4 ? " (other work was running on the machine: compare ratios, not absolute numbers)" : ""),
     `- Settings: ${options.rounds} rounds per scenario, ${options.warmupMs} ms warm-up, ${options.durationMs} ms measured per round;` +
       ` medians of the rounds are shown, spread = (max - min) / median of the throughput, "rounds" = each round's throughput`,
+    `- Node flags of every server and client process: ${nodeFlagsText(options.nodeFlags)}`,
     "",
     "## Targets",
     "",

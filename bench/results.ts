@@ -125,7 +125,8 @@ export interface BenchResults {
   startedAt: string;
   finishedAt: string;
   machine: MachineInfo;
-  options: { durationMs: number; warmupMs: number; rounds: number; quick: boolean; only: string[] | null };
+  /** `nodeFlags`: absent in results written before the option existed (their processes ran with none). */
+  options: { durationMs: number; warmupMs: number; rounds: number; quick: boolean; only: string[] | null; nodeFlags?: string[] };
   scenarios: ScenarioResult[];
   micro: MicroResult[];
   targets: Target[];

@@ -75,9 +75,9 @@ function machineInfo(fdLimit: number | undefined): MachineInfo {
   };
 }
 
-/** Node flags of a forked process: GC access for memory readings, a CPU profile when asked. */
+/** Node flags of a forked process: GC access for memory readings, the run's node flags, a CPU profile when asked. */
 function execArgv(options: Options, scenario: Scenario, role: string, round: number): string[] {
-  const flags = ["--expose-gc"];
+  const flags = ["--expose-gc", ...options.nodeFlags];
   if (options.cpuProfDir !== undefined) {
     const name = `${scenario.id.replace("/", "-")}-${role}-r${round}.cpuprofile`;
     flags.push("--cpu-prof", `--cpu-prof-dir=${resolve(options.cpuProfDir)}`, `--cpu-prof-name=${name}`);
@@ -315,6 +315,7 @@ async function main(): Promise<number> {
       warmupMs: options.warmupMs,
       rounds: options.rounds,
       quick: options.quick,
+      nodeFlags: options.nodeFlags,
       only: options.only ?? null,
     },
     scenarios: results,

@@ -71,6 +71,8 @@ describe("benchmark suite (smoke)", () => {
 
     const results = JSON.parse(readFileSync(json, "utf8")) as BenchResults;
     assert.equal(results.options.rounds, ROUNDS);
+    assert.deepEqual(results.options.nodeFlags, ["--single-threaded-gc"], "the default node flags");
+    assert.match(readFileSync(markdown, "utf8"), /^- Node flags of every server and client process: `--single-threaded-gc`$/m);
     assert.ok(results.machine.cores > 0 && results.machine.node.startsWith("v"));
     assert.deepEqual(results.scenarios.map((s) => s.id).sort(), [
       "channel-echo/rapt",
