@@ -1,6 +1,16 @@
 import { MAX_CREDIT } from "./credit.js";
 import type { RpcError } from "./rpc-error.js";
 
+/**
+ * Items a pump sends in one go before it lets the event loop turn. A pump
+ * with credit runs in one chain of microtasks, in which its connection
+ * reads nothing: a CREDIT frame the receiver sent early was seen only once
+ * the credit ran out (then always a wait, of a turn at least), and other
+ * connections waited for the whole window. About a millisecond of small
+ * items; a turn costs a few microseconds.
+ */
+export const ITEMS_PER_TURN = 1024;
+
 /** Where an {@link OutboundPump} sends what it pulls. */
 export interface PumpSink {
   /**
@@ -37,6 +47,8 @@ export class OutboundPump {
   private resuming = false;
   /** Resolves the promise {@link run} returned. */
   private settle: (() => void) | undefined;
+  /** Items sent since the event loop last turned (see {@link ITEMS_PER_TURN}). */
+  private sentThisTurn = 0;
   // Made once per pump: a `then` callback per item, where an `await` in a
   // loop resumed an async function per item (callgrind, an async generator
   // drained 10,000 items at a time: about 13% fewer instructions per item).
@@ -45,6 +57,9 @@ export class OutboundPump {
   };
   private readonly onRejected = (error: unknown): void => {
     this.failed(error);
+  };
+  private readonly pullNextTurn = (): void => {
+    this.pull();
   };
   private readonly resume = (): void => {
     this.resuming = false;
@@ -119,6 +134,12 @@ export class OutboundPump {
         this.finished();
         return;
       }
+      if (this.sentThisTurn >= ITEMS_PER_TURN) {
+        // setImmediate runs after the I/O of this turn or the next: CREDIT frames are read before the pump goes on.
+        this.sentThisTurn = 0;
+        setImmediate(this.pullNextTurn);
+        return;
+      }
       // The next item is pulled before the credit for it is there: the
       // source runs at most one item ahead of a stalled receiver, and a
       // source that has finished ends the stream without waiting for
@@ -162,6 +183,7 @@ export class OutboundPump {
         return false;
       }
       this.credit--;
+      this.sentThisTurn++;
       this.sink.item(step.value, this.sent++);
       return true;
     } catch (error) {

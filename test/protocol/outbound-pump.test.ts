@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { OutboundPump, type PumpSink } from "../../src/protocol/outbound-pump.js";
+import { ITEMS_PER_TURN, OutboundPump, type PumpSink } from "../../src/protocol/outbound-pump.js";
 
 /** A source that counts its next() calls and notes return(), yielding 0, 1, 2, … up to `count` items. */
 class CountingSource implements AsyncIterable<number> {
@@ -102,6 +102,27 @@ describe("OutboundPump", () => {
     await running;
     assert.deepEqual(sink.items, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
     assert.equal(sink.ended, 1);
+  });
+
+  it(`lets the event loop turn after every ${ITEMS_PER_TURN} items it sends, sync or async source, so I/O (CREDIT frames) is read meanwhile`, async () => {
+    for (const source of [Array.from({ length: 3 * ITEMS_PER_TURN + 5 }, (_, i) => i), new CountingSource(3 * ITEMS_PER_TURN + 5)]) {
+      const sink = new RecordingSink();
+      const seen: number[] = [];
+      // An immediate queued before the pump starts, and again each time it runs: where each ran shows where the pump let go.
+      const watch = (): void => {
+        seen.push(sink.items.length);
+        if (sink.ended === 0 && seen.length < 10) setImmediate(watch);
+      };
+      setImmediate(watch);
+      await new OutboundPump(sink, source, 1_000_000).run();
+      assert.equal(sink.items.length, 3 * ITEMS_PER_TURN + 5);
+      assert.equal(sink.ended, 1);
+      assert.deepEqual(
+        seen.slice(0, 3),
+        [ITEMS_PER_TURN, 2 * ITEMS_PER_TURN, 3 * ITEMS_PER_TURN],
+        Array.isArray(source) ? "array" : "async",
+      );
+    }
   });
 
   it("sends an array's items and ends it within run(), before any await", () => {
