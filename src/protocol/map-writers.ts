@@ -57,8 +57,9 @@ class LevelMemory {
  * through the encoder. Encoding `{seq, value: "item"}` whole costs about 700
  * instructions; of the writer's 360, the for-in check is about 110. Each
  * level tries its last writer first: a stream's items, and the maps nested
- * in them at each level, have the same keys every time. A map of other keys fails the check at its first differing
- * key and is written key by key, which learns its sequence.
+ * in them at each level, have the same keys every time. A map of other
+ * keys fails the check at its first differing key and is written key by
+ * key, which learns its sequence.
  *
  * The for-in walk also visits enumerable keys an object inherits, so an
  * object with one more key anywhere fails the check (the key-by-key path

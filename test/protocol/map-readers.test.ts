@@ -5,7 +5,7 @@ import { fileURLToPath } from "node:url";
 import { Decoder, Encoder } from "@msgpack/msgpack";
 import { MISS, MapReaders } from "../../src/protocol/map-readers.js";
 import { NOT_PLAIN, PlainDecoder } from "../../src/protocol/plain-decoder.js";
-import { NUMBERS, STRINGS, randomPlainValue } from "./random-values.js";
+import { randomObject } from "./random-values.js";
 import { between, prng } from "./seeded-random.js";
 
 const LIMITS = { maxStrLength: 1 << 20, maxBinLength: 1 << 20, maxArrayLength: 1000, maxMapLength: 100, maxDepth: 64 };
@@ -52,13 +52,7 @@ describe("MapReaders", () => {
     const rand = prng(0x4eade5);
     const plain = new PlainDecoder(LIMITS);
     const shapes = [["seq", "value"], ["a"], ["id", "name", "tags", "n"], ["0", "1", "x"], ["é", "ключ", "日本", "k"]];
-    const value = (): unknown =>
-      rand() < 0.4
-        ? NUMBERS[between(rand, 0, NUMBERS.length - 1)]
-        : rand() < 0.4
-          ? STRINGS[between(rand, 0, STRINGS.length - 1)]
-          : randomPlainValue(rand);
-    const object = (keys: string[]): Record<string, unknown> => Object.fromEntries(keys.map((k) => [k, value()]));
+    const object = (keys: string[]): Record<string, unknown> => randomObject(rand, keys);
     for (const keys of shapes) for (let i = 0; i < 20; i++) decodeChecked(plain, encoder.encode(object(keys)), `${keys.join(",")} #${i}`);
     assert.ok(readersOf(plain).readerAt(1) !== undefined, "the last shape has a reader");
     // In runs of random length: a shape's first map after another misses its level's reader and is read key by key.

@@ -5,7 +5,7 @@ import { fileURLToPath } from "node:url";
 import { Encoder } from "@msgpack/msgpack";
 import { MAX_WRITER_KEYS, MapWriters } from "../../src/protocol/map-writers.js";
 import { PlainEncoder } from "../../src/protocol/plain-encoder.js";
-import { NUMBERS, STRINGS, randomPlainValue } from "./random-values.js";
+import { NUMBERS, randomObject } from "./random-values.js";
 import { between, prng } from "./seeded-random.js";
 
 const general = new Encoder({ maxDepth: 65, ignoreUndefined: false });
@@ -72,13 +72,7 @@ describe("MapWriters", () => {
     const rand = prng(0x5eed);
     const plain = new PlainEncoder(65);
     const shapes = [["seq", "value"], ["a"], ["id", "name", "tags", "nested", "n"], ["0", "1", "x"], ["é", "ключ", "日本", "k"]];
-    const value = (): unknown =>
-      rand() < 0.4
-        ? NUMBERS[between(rand, 0, NUMBERS.length - 1)]
-        : rand() < 0.3
-          ? STRINGS[between(rand, 0, STRINGS.length - 1)]
-          : randomPlainValue(rand);
-    const object = (keys: string[]): Record<string, unknown> => Object.fromEntries(keys.map((k) => [k, value()]));
+    const object = (keys: string[]): Record<string, unknown> => randomObject(rand, keys);
     for (const keys of shapes) encodeRepeatedly(plain, 30, () => object(keys), keys.join(","));
     assert.ok(hasWriter(plain, 1), "the last shape has a writer");
     // Then at random, in runs of random length: each shape's first map after another fails the writer and is learnt again.

@@ -76,3 +76,19 @@ export function randomPlainValue(rand: () => number, depth = 0): unknown {
       return undefined;
   }
 }
+
+/**
+ * An object of `keys` (in that order) whose values are, at random, one of
+ * {@link NUMBERS} (40%), one of {@link STRINGS} (18%) or a random plain value:
+ * what a stream's items of one key sequence look like to the compiled map
+ * writers and readers, edge cases included.
+ */
+export function randomObject(rand: () => number, keys: readonly string[]): Record<string, unknown> {
+  const value = (): unknown =>
+    rand() < 0.4
+      ? NUMBERS[between(rand, 0, NUMBERS.length - 1)]
+      : rand() < 0.3
+        ? STRINGS[between(rand, 0, STRINGS.length - 1)]
+        : randomPlainValue(rand);
+  return Object.fromEntries(keys.map((k) => [k, value()]));
+}
