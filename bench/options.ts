@@ -33,8 +33,9 @@ export interface Options {
  * machine of bench/RESULTS.md, 4 alternating pairs: CPU per operation
  * 10-15% lower for every implementation (rapt's stream server 0.88 -> 0.78
  * µs per item, the minimal baseline's 1.42 -> 1.22; unary-100 servers
- * 4.67 -> 4.10 and 4.41 -> 3.84 µs per call), and the same young-generation
- * collections took 0.3-7.8 ms each with helpers against 0.4-0.9 ms without.
+ * 4.67 -> 4.10 and 4.41 -> 3.84 µs per call); the same young-generation
+ * collections took 2.0-3.4 ms on average with helpers (0.3-7.8 ms each)
+ * against 0.5-0.9 ms without.
  */
 export const DEFAULT_NODE_FLAGS: readonly string[] = ["--single-threaded-gc"];
 

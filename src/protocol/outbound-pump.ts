@@ -7,7 +7,10 @@ import type { RpcError } from "./rpc-error.js";
  * reads nothing: a CREDIT frame the receiver sent early was seen only once
  * the credit ran out (then always a wait, of a turn at least), and other
  * connections waited for the whole window. About a millisecond of small
- * items; a turn costs a few microseconds.
+ * items; the turn's own cost (an epoll call, the turn's timers and
+ * immediates) was not measured apart, but one stream gained 10-37% with it
+ * (4 alternating pairs), its credit waits falling from 3.1 to 0.4-1.0 per
+ * 10,000 items.
  */
 export const ITEMS_PER_TURN = 1024;
 
