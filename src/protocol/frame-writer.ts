@@ -303,7 +303,8 @@ export class FrameWriter {
 
   /** A batch that is full (by count, or by bytes: nothing more fits) goes into the slab now. */
   private added(batch: ItemBatch, cap: number): void {
-    this.lastBatch = batch;
+    // Usually the batch already is the last one: a store of it again would pay a write barrier per item.
+    if (this.lastBatch !== batch) this.lastBatch = batch;
     if (batch.count >= batch.limit || batch.used >= cap) this.closeBatch(batch, true);
   }
 

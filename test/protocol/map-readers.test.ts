@@ -106,6 +106,71 @@ describe("MapReaders", () => {
     }
   });
 
+  it("compares a kept string whole, a word at a time, wherever it sits: each length, each byte changed, near the end of the input", () => {
+    // In an array, as a stream's ITEMS hold them, with more bytes after each
+    // string: the reader's words then reach past the string, and only its
+    // own bytes may decide.
+    const plain = new PlainDecoder(LIMITS);
+    const items = (values: unknown[], tail: unknown) => encoder.encode([...values.map((value, seq) => ({ seq, value })), tail]);
+    for (let length = 1; length <= 17; length++) {
+      const text = "abcdefghijklmnopq".slice(0, length);
+      for (let i = 0; i < 3; i++) decodeChecked(plain, items([text, text, text], "z".repeat(20)), `length ${length}`);
+      for (let at = 0; at < length; at++) {
+        const changed = text.slice(0, at) + "Z" + text.slice(at + 1);
+        const got = decodeChecked(plain, items([text, changed, text], "z".repeat(20)), `length ${length}, byte ${at} changed`) as Array<{
+          value: string;
+        }>;
+        assert.equal(got[1]?.value, changed);
+      }
+      // The same text with the bytes after it differing: still the same string.
+      decodeChecked(plain, items([text, text], 0), `length ${length}, other bytes after`);
+      decodeChecked(plain, items([text, text], "y".repeat(20)), `length ${length}, other bytes after`);
+    }
+    // A kept string whose words would reach past the end of the input: the
+    // last bytes of a payload, 0 to 3 bytes after it.
+    for (let length = 1; length <= 15; length++) {
+      const text = "abcdefghijklmno".slice(0, length);
+      for (const after of [[], [1], [1, 2], [1, 2, 3]]) {
+        for (let i = 0; i < 10; i++)
+          decodeChecked(plain, encoder.encode([{ seq: i, value: text }, ...after]), `length ${length}, ${after.length} after`);
+        decodeChecked(plain, encoder.encode([{ seq: 1, value: text.slice(0, -1) + "!" }, ...after]), `length ${length}, last changed`);
+      }
+    }
+  });
+
+  it("gives the kept string, without decoding it anew, whatever bytes follow it", () => {
+    const plain = new PlainDecoder(LIMITS);
+    let decoded = 0;
+    const valueAt = plain.valueAt.bind(plain);
+    plain.valueAt = (level: number): unknown => {
+      decoded++;
+      return valueAt(level);
+    };
+    for (let length = 1; length <= 15; length++) {
+      const text = "abcdefghijklmno".slice(0, length);
+      for (let i = 0; i < 12; i++) decodeChecked(plain, encoder.encode([{ seq: i, value: text }, "z".repeat(20)]), `length ${length}`);
+      // At least 3 bytes after the string: its last word is in the input.
+      for (const tail of [1000, "y".repeat(20), [1, 2, 3], { a: 1 }]) {
+        decoded = 0;
+        decodeChecked(plain, encoder.encode([{ seq: 1, value: text }, tail]), `length ${length}, then ${JSON.stringify(tail)}`);
+        assert.equal(decoded, 0, `length ${length}, then ${JSON.stringify(tail)}: the kept string was decoded anew`);
+      }
+    }
+  });
+
+  it("compares every byte of each key, whatever its length", () => {
+    const plain = new PlainDecoder(LIMITS);
+    for (let length = 1; length <= 40; length++) {
+      const key = "abcdefghijklmnopqrstuvwxyz0123456789ABCD".slice(0, length);
+      for (let i = 0; i < 10; i++) decodeChecked(plain, encoder.encode({ [key]: i, v: 1 }), `key of ${length}`);
+      for (let at = 0; at < length; at++) {
+        const other = key.slice(0, at) + "_" + key.slice(at + 1);
+        decodeChecked(plain, encoder.encode({ [other]: 2, v: 1 }), `key of ${length}, byte ${at} changed`);
+        decodeChecked(plain, encoder.encode({ [key]: 3, v: 1 }), `key of ${length}, back after byte ${at}`);
+      }
+    }
+  });
+
   it("reads the same whatever form the keys come in: another key encoding misses the reader, and gets one of its own", () => {
     const plain = new PlainDecoder(LIMITS);
     const fix = encoder.encode("seq");
@@ -242,6 +307,8 @@ describe("MapReaders", () => {
         this.pos += 2;
         return decoded;
       },
+      view: () => new DataView(input.buffer),
+      viewOffset: input.byteOffset,
     });
     assert.deepEqual(reader.read(source(bytes), 1), { seq: 5, value: "v" });
     assert.equal(reader.read(source(Buffer.from(encoder.encode({ seq: 5, valuf: "v" }))), 1), MISS);
