@@ -158,6 +158,21 @@ describe("MapReaders", () => {
     }
   });
 
+  it("keeps its DataView between inputs only over memory of a socket read's size, and reads inputs at any offset of it", () => {
+    const plain = new PlainDecoder(LIMITS);
+    const viewOf = () => (plain as unknown as { dataView: DataView | undefined }).dataView;
+    const item = encoder.encode({ seq: 7, value: "item" });
+    const at = (size: number, offset: number): Buffer => {
+      const memory = Buffer.alloc(size, 0xee);
+      memory.set(item, offset);
+      return memory.subarray(offset, offset + item.length);
+    };
+    for (let i = 0; i < 12; i++) decodeChecked(plain, at(4096, i * 3), `small memory, offset ${i * 3}`);
+    assert.ok(viewOf() !== undefined, "a view over 4 KiB is kept");
+    for (let i = 0; i < 3; i++) decodeChecked(plain, at(1 << 20, 100_000 + i), `large memory, offset ${100_000 + i}`);
+    assert.equal(viewOf(), undefined, "a view over 1 MiB is not kept");
+  });
+
   it("compares every byte of each key, whatever its length", () => {
     const plain = new PlainDecoder(LIMITS);
     for (let length = 1; length <= 40; length++) {
