@@ -52,9 +52,9 @@ const MAX_KEPT_STRING = 15;
  * string for a string value: about 1,400 instructions (callgrind). Once a
  * key sequence is common enough to have an object maker (see ObjectShapes),
  * the decoder compiles a reader from the bytes its keys came in: it
- * compares each key's bytes as constant 32-bit words, decodes small integers, floats
- * and strings it has just seen in place, hands other values back to the
- * decoder, and returns an object literal of the keys. Each nesting level
+ * compares each key's bytes as constant 32-bit words, decodes small
+ * integers, floats and strings it has just seen in place, hands other
+ * values back to the decoder, and returns an object literal of the keys. Each nesting level
  * tries its last reader first (a stream's items have the same keys every
  * time); a map whose key bytes differ is read key by key from its start,
  * which gives its level the reader of its own keys, if they have one.
@@ -183,9 +183,10 @@ function byteMask(n: number): number {
 
 /**
  * The test that the bytes at `p` differ from `key`: whole 32-bit words
- * through the DataView `dv` (where the input starts at `o`), then a 16-bit one and a byte for the rest (a
- * byte at a time cost about twice the instructions; the caller checked
- * that the key's bytes are in the input).
+ * through the DataView `dv` (in whose memory the input starts at `o`),
+ * then a 16-bit one and a byte for the rest. A byte at a time cost about
+ * twice the instructions. The caller checked that the key's bytes are in
+ * the input.
  */
 function keyCompare(key: readonly number[]): string {
   const tests: string[] = [];

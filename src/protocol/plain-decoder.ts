@@ -216,6 +216,9 @@ export class PlainDecoder implements MapSource {
     const items = new Array<unknown>(size);
     for (let i = 0; i < size; i++) {
       const item = this.value(level + 1);
+      // The only symbol value() returns is NOT_PLAIN (MessagePack has none). A
+      // typeof test, where === between an object and a symbol had no type
+      // feedback to specialise on and called V8's StrictEqual per item.
       if (typeof item === "symbol") return NOT_PLAIN;
       items[i] = item;
     }
@@ -251,6 +254,7 @@ export class PlainDecoder implements MapSource {
     const start = this.pos;
     if (reader !== undefined && reader.size === size) {
       const object = reader.read(this, level);
+      // typeof first, as in array(): an object is the common result.
       if (typeof object !== "symbol" || object !== MISS) return object;
       this.pos = start;
     }
