@@ -59,8 +59,6 @@ export class PlainDecoder implements MapSource {
   private input: Uint8Array = EMPTY;
   /** A DataView over the memory of {@link bytes}, made when a map reader first asks for one (see {@link view}). */
   private dataView: DataView | undefined;
-  /** The memory {@link dataView} is over. */
-  private dataViewOf: ArrayBufferLike | undefined;
   /** The input {@link viewOffset} was set for. */
   private viewInput: Uint8Array = EMPTY;
   /** Where {@link bytes} start in the memory of {@link view} (for map readers). */
@@ -97,7 +95,6 @@ export class PlainDecoder implements MapSource {
       // A view is kept for the next input only over memory of a socket read's size at most.
       if (this.dataView !== undefined && this.dataView.byteLength > MAX_KEPT_VIEW_BYTES) {
         this.dataView = undefined;
-        this.dataViewOf = undefined;
       }
     }
   }
@@ -114,10 +111,8 @@ export class PlainDecoder implements MapSource {
     let view = this.dataView;
     if (this.viewInput !== b) {
       const memory = b.buffer;
-      if (view === undefined || this.dataViewOf !== memory) {
-        view = this.dataView = new DataView(memory);
-        this.dataViewOf = memory;
-      }
+      // Once per input, not per map: the getter's cost does not matter here.
+      if (view === undefined || view.buffer !== memory) view = this.dataView = new DataView(memory);
       this.viewOffset = b.byteOffset;
       this.viewInput = b;
     }
