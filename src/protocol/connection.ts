@@ -1,7 +1,7 @@
 import type { Socket } from "node:net";
 import { FrameFlag, FrameType, MAX_STREAM_ID, PROCESSING_FLAGS, frameTypeName } from "./frame.js";
 import { FrameDecoder, type FrameSink } from "./frame-decoder.js";
-import { FrameWriter } from "./frame-writer.js";
+import { FrameWriter, type MessageBytes } from "./frame-writer.js";
 import {
   HEARD,
   KeepaliveClock,
@@ -480,12 +480,23 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost, Keepali
     if (payload.length > max) throw tooLarge(type, payload.length, max);
     const chain = this.chain;
     if (chain === undefined) {
-      this.writer.writeMessage(type, streamId, payload, owned);
+      this.writer.writeMessage(type, streamId, payload, this.ownership(payload, owned));
       return;
     }
     const processed = chain.encode(type, streamId, payload);
     if (processed.length > max) throw tooLarge(type, processed.length, max);
-    this.writer.writeMessage(type, streamId, processed, owned || processed !== payload, chain.lastFlags);
+    this.writer.writeMessage(type, streamId, processed, owned || processed !== payload ? "owned" : "borrowed", chain.lastFlags);
+  }
+
+  /**
+   * Who owns a payload about to be queued unprocessed: a large encoding
+   * still in the shared encoder's buffer is taken over (its memory is from
+   * the pool, and goes back there once written), so it is sent without a
+   * copy (see {@link MsgpackCodec.release}).
+   */
+  private ownership(payload: Uint8Array, owned: boolean): MessageBytes {
+    if (owned) return "owned";
+    return payload.length > this.writer.fragmentSize && this.codec.release(payload) ? "pooled" : "borrowed";
   }
 
   /**
@@ -495,10 +506,10 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost, Keepali
    */
   sendParts(type: number, streamId: number, first: Uint8Array, second: Uint8Array): void {
     const length = first.length + second.length;
-    if (this.chain === undefined && length <= this.writer.fragmentSize && !this.writer.hasQueued(streamId)) {
+    if (this.chain === undefined) {
       const max = this.peerLimits?.maxMessageSize ?? HANDSHAKE_MAX_FRAME_SIZE;
       if (length > max) throw tooLarge(type, length, max);
-      this.writer.writeFrameParts(type, 0, streamId, first, second);
+      this.writer.writeMessageParts(type, streamId, first, second, this.ownership(second, false));
       return;
     }
     const payload = Buffer.allocUnsafe(length);
@@ -513,7 +524,7 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost, Keepali
     if (chain === undefined) this.writer.writeMessage(type, streamId, payload);
     else {
       const processed = chain.encode(type, streamId, payload);
-      this.writer.writeMessage(type, streamId, processed, processed !== payload, chain.lastFlags);
+      this.writer.writeMessage(type, streamId, processed, processed !== payload ? "owned" : "borrowed", chain.lastFlags);
     }
   }
 

@@ -1,3 +1,4 @@
+import { type BulkBufferPool, bulkBuffers } from "./bulk-buffer-pool.js";
 import { FRAME_HEADER_SIZE, FrameFlag, writeFrameHeader } from "./frame.js";
 import { ITEMS_HEADER_SIZE, ItemBatch } from "./item-batch.js";
 import { ErrorCode, RpcError } from "./rpc-error.js";
@@ -7,6 +8,11 @@ export interface FrameSocket {
   write(chunk: Uint8Array): boolean;
   cork(): void;
   uncork(): void;
+  /**
+   * Bytes given to `write` and not yet written. Once it is 0 the socket
+   * reads none of the chunks it was given any more (as Node's sockets: the
+   * kernel has copied them), and the writer reuses their memory.
+   */
   readonly writableLength: number;
   readonly destroyed: boolean;
   /** The listener must be called with the socket as `this` (as EventEmitter does): one listener function serves every writer. */
@@ -23,6 +29,8 @@ export interface FrameWriterOptions {
    * Default 256 KiB.
    */
   highWaterMark?: number;
+  /** Where the copies of large messages come from and go back to once written. Default the process-wide {@link bulkBuffers}. */
+  pool?: BulkBufferPool;
 }
 
 /** Encodes a value straight into a buffer; see {@link FrameWriter.writeItemInPlace}. */
@@ -37,12 +45,23 @@ export interface InPlaceEncoder {
  */
 export type WriterOutput = (chunks: readonly Uint8Array[]) => Uint8Array[];
 
+/**
+ * Who owns the bytes given to {@link FrameWriter.writeMessage}: the caller
+ * (`"borrowed"`: the writer copies them if it keeps them past the call),
+ * the writer (`"owned"`), or the writer with memory from its pool
+ * (`"pooled"`: the whole of a {@link BulkBufferPool} buffer, given back once
+ * written).
+ */
+export type MessageBytes = "borrowed" | "owned" | "pooled";
+
 interface BulkMessage {
   type: number;
   /** Processing flags every fragment carries (FOLLOWS is added to all but the last). */
   flags: number;
   data: Uint8Array;
   offset: number;
+  /** `data` came from the writer's pool: given back once the socket has taken all of it. */
+  pooled: boolean;
 }
 
 const kWriter = Symbol("rapt.frameWriter");
@@ -91,6 +110,12 @@ export class FrameWriter {
   output: WriterOutput | undefined = undefined;
   private readonly socket: FrameSocket;
   private readonly highWaterMark: number;
+  private readonly pool: BulkBufferPool;
+  /**
+   * Memory of pooled messages whose last fragment went to the socket; given
+   * back to the pool once the socket holds nothing unwritten (see {@link giveBack}).
+   */
+  private sent: ArrayBuffer[] | undefined;
   private slab: Buffer | null = null;
   private slabSize = MIN_SLAB;
   private used = 0;
@@ -122,6 +147,7 @@ export class FrameWriter {
     this.socket = socket;
     this.fragmentSize = options.fragmentSize ?? 64 * 1024;
     this.highWaterMark = options.highWaterMark ?? 256 * 1024;
+    this.pool = options.pool ?? bulkBuffers;
     // A listener shared by all writers (see Connection's socket listeners).
     (socket as WriterSocket)[kWriter] = this;
     socket.on("drain", FrameWriter.onSocketDrain);
@@ -130,6 +156,8 @@ export class FrameWriter {
   private static onSocketDrain(this: FrameSocket): void {
     const writer = (this as WriterSocket)[kWriter];
     writer.drainPending = false;
+    // `drain` comes when the socket holds nothing unwritten.
+    if (writer.sent !== undefined) writer.giveBack();
     if (!writer.waitingDrain) return;
     writer.waitingDrain = false;
     writer.flush();
@@ -347,18 +375,73 @@ export class FrameWriter {
 
   /**
    * Queues one message, fragmenting it if it is larger than the fragment size.
-   * Messages of one stream keep their order. Pass `owned` when the caller
-   * gives up `payload`; otherwise a large payload is copied. `flags` are the
-   * message's processing flags, set on every fragment.
+   * Messages of one stream keep their order. `bytes` says who owns
+   * `payload` ({@link MessageBytes}): a borrowed large payload is copied.
+   * `flags` are the message's processing flags, set on every fragment.
    */
-  writeMessage(type: number, streamId: number, payload: Uint8Array, owned = false, flags = 0): void {
+  writeMessage(type: number, streamId: number, payload: Uint8Array, bytes: MessageBytes = "borrowed", flags = 0): void {
     if (this.closed) return;
-    const queue = this.bulk?.get(streamId);
-    if (queue === undefined && payload.length <= this.fragmentSize) {
+    if (payload.length <= this.fragmentSize && !this.hasQueued(streamId)) {
       this.writeFrame(type, flags, streamId, payload);
+      if (bytes === "pooled") this.pool.give(payload.buffer as ArrayBuffer);
       return;
     }
-    const message: BulkMessage = { type, flags, data: owned ? payload : copyOf(payload), offset: 0 };
+    if (bytes !== "borrowed") {
+      this.queueMessage({ type, flags, data: payload, offset: 0, pooled: bytes === "pooled" }, streamId);
+      return;
+    }
+    const pooled = payload.length > this.fragmentSize;
+    this.queueMessage({ type, flags, data: this.copy(payload, undefined), offset: 0, pooled }, streamId);
+  }
+
+  /**
+   * {@link writeMessage} for a message of two parts, `first` (borrowed: a
+   * CALL's head) then `second` (its arguments, of any {@link MessageBytes}),
+   * so the caller need not join them: the first fragment is written from
+   * both, and an owned or pooled `second` is sent from without a copy.
+   */
+  writeMessageParts(type: number, streamId: number, first: Uint8Array, second: Uint8Array, bytes: MessageBytes = "borrowed"): void {
+    if (this.closed) return;
+    const length = first.length + second.length;
+    const size = this.fragmentSize;
+    const queued = this.hasQueued(streamId);
+    if (length <= size && !queued) {
+      this.writeFrameParts(type, 0, streamId, first, second);
+      if (bytes === "pooled") this.pool.give(second.buffer as ArrayBuffer);
+      return;
+    }
+    if (queued || first.length >= size) {
+      // Rare (a new call's stream has nothing queued; a head is small): join them.
+      const joined = this.copy(second, first);
+      if (bytes === "pooled") this.pool.give(second.buffer as ArrayBuffer);
+      this.queueMessage({ type, flags: 0, data: joined, offset: 0, pooled: length > size }, streamId);
+      return;
+    }
+    const data = bytes === "borrowed" ? this.copy(second, undefined) : second;
+    // The head goes out whole in the first fragment, written into the batch now.
+    const firstData = size - first.length;
+    this.writeFrameParts(type, FrameFlag.FOLLOWS, streamId, first, data.subarray(0, firstData));
+    const pooled = bytes === "pooled" || (bytes === "borrowed" && second.length > size);
+    this.startBulk(streamId, { type, flags: 0, data, offset: firstData, pooled });
+  }
+
+  /**
+   * A copy of `prefix` (if any) then `payload`, which the writer owns: from
+   * the pool when it is to be fragmented (the pool is given it back once
+   * written), else a buffer of its own.
+   */
+  private copy(payload: Uint8Array, prefix: Uint8Array | undefined): Uint8Array {
+    const at = prefix === undefined ? 0 : prefix.length;
+    const length = at + payload.length;
+    // A small message queued behind a large one gets a copy of its own, not pooled memory.
+    const data = length > this.fragmentSize ? this.pool.take(length).subarray(0, length) : Buffer.allocUnsafe(length);
+    if (prefix !== undefined) data.set(prefix, 0);
+    data.set(payload, at);
+    return data;
+  }
+
+  private queueMessage(message: BulkMessage, streamId: number): void {
+    const queue = this.bulk?.get(streamId);
     if (queue !== undefined) {
       queue.push(message);
       this.schedule();
@@ -367,10 +450,16 @@ export class FrameWriter {
     // The first fragment goes out in order with small frames: a peer sees
     // streams open in the order their ids were taken (ids must increase).
     const size = this.fragmentSize;
-    this.writeFrame(type, flags | FrameFlag.FOLLOWS, streamId, message.data.subarray(0, size));
+    this.writeFrame(message.type, message.flags | FrameFlag.FOLLOWS, streamId, message.data.subarray(0, size));
     message.offset = size;
+    this.startBulk(streamId, message);
+  }
+
+  /** Queues the rest of a message whose first fragment is written. */
+  private startBulk(streamId: number, message: BulkMessage): void {
     // Made on first use: most connections never send a message this large.
     (this.bulk ??= new Map()).set(streamId, [message]);
+    this.schedule();
   }
 
   /** Drops queued messages of one stream (it was cancelled); a partly sent one is cut off. */
@@ -427,6 +516,7 @@ export class FrameWriter {
       }
       ready.length = 0;
     }
+    if (this.sent !== undefined && this.socket.writableLength === 0) this.giveBack();
     if (this.slab === null) this.ready = undefined;
     if (bulk !== undefined && bulk.size > 0 && !this.waitingDrain) {
       // Only wait for a `drain` the socket has promised: one whose own
@@ -450,6 +540,15 @@ export class FrameWriter {
     this.bulk = undefined;
     this.ready = undefined;
     this.slab = null;
+    // Not given back: the socket may still be writing from them.
+    this.sent = undefined;
+  }
+
+  /** Gives the pool the memory of every pooled message written since the last time; only when the socket holds nothing unwritten. */
+  private giveBack(): void {
+    const sent = this.sent as ArrayBuffer[];
+    this.sent = undefined;
+    for (const memory of sent) this.pool.give(memory);
   }
 
   private fillFragments(bulk: Map<number, BulkMessage[]>): void {
@@ -477,7 +576,10 @@ export class FrameWriter {
       message.offset += length;
       pending += FRAME_HEADER_SIZE + length;
       bulk.delete(streamId);
-      if (last) queue.shift();
+      if (last) {
+        queue.shift();
+        if (message.pooled) (this.sent ??= []).push(message.data.buffer as ArrayBuffer);
+      }
       if (queue.length > 0) bulk.set(streamId, queue);
     }
   }
@@ -527,11 +629,4 @@ export class FrameWriter {
     this.scheduled = true;
     setImmediate(FrameWriter.flushLater, this);
   }
-}
-
-/** A copy of `bytes` in a new buffer, not zero-filled first as `slice()` is (which made large copies about twice as slow). */
-function copyOf(bytes: Uint8Array): Buffer {
-  const copy = Buffer.allocUnsafe(bytes.length);
-  copy.set(bytes, 0);
-  return copy;
 }

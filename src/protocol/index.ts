@@ -1,7 +1,8 @@
 export { RpcError, ErrorCode, isErrorCode } from "./rpc-error.js";
 export { FRAME_HEADER_SIZE, FrameType, FrameFlag, MAX_STREAM_ID, frameTypeName, writeFrameHeader } from "./frame.js";
 export { FrameDecoder, type FrameSink, type FrameDecoderOptions } from "./frame-decoder.js";
-export { FrameWriter, type FrameSocket, type FrameWriterOptions, type WriterOutput } from "./frame-writer.js";
+export { BulkBufferPool, type BulkBufferPoolOptions, POOLED_MIN_BYTES, bulkBuffers } from "./bulk-buffer-pool.js";
+export { FrameWriter, type FrameSocket, type FrameWriterOptions, type MessageBytes, type WriterOutput } from "./frame-writer.js";
 export { RecordDecoder, type RecordSink, type RecordDecoderOptions } from "./record-decoder.js";
 export { MessageAssembler, type MessageAssemblerOptions } from "./message-assembler.js";
 export { MsgpackCodec, EXT_BIGINT, type CodecLimits } from "./msgpack-codec.js";

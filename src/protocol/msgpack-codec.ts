@@ -195,6 +195,16 @@ export class MsgpackCodec {
     }
   }
 
+  /**
+   * Hands over the memory of the large encoding `view` (what the last
+   * {@link encodeShared} returned), see {@link PlainEncoder.release}: true
+   * when the caller now owns the whole of `view.buffer`, which came from
+   * the process's BulkBufferPool and goes back there once sent. False otherwise.
+   */
+  release(view: Uint8Array): boolean {
+    return this.plain.release(view);
+  }
+
   /** Encodes into a new buffer the caller owns. */
   encode(value: unknown): Buffer {
     const shared = this.encodeShared(value);

@@ -11,6 +11,7 @@
  * at one place are written from {@link StringSlots}, and maps of recurring
  * key sequences by {@link MapWriters}' compiled writers.
  */
+import { POOLED_MIN_BYTES, bulkBuffers } from "./bulk-buffer-pool.js";
 import { MAX_WRITER_KEYS, type MapTarget, MapWriters } from "./map-writers.js";
 import { SLOT_BYTES, StringSlots } from "./string-slots.js";
 
@@ -25,7 +26,10 @@ export class PlainEncoder implements MapTarget {
   pos = 0;
   /** End of the room in `buffer`; the own buffer grows past it, a caller's does not. */
   limit: number;
-  private own: Buffer = Buffer.allocUnsafe(2048);
+  /** The buffer encode() writes to: `base`, or memory of {@link bulkBuffers} once a value outgrew it. */
+  private own: Buffer;
+  /** The first, small buffer: what `own` goes back to when a large one is handed over ({@link release}). */
+  private readonly base: Buffer = Buffer.allocUnsafe(2048);
   private busy = false;
   /** Deepest level a value may sit at; the outermost value is level 1 (as the general encoder counts). */
   private readonly maxLevel: number;
@@ -37,6 +41,7 @@ export class PlainEncoder implements MapTarget {
   /** `maxLevel`: the general encoder's `maxDepth`, so both refuse the same values. */
   constructor(maxLevel: number) {
     this.maxLevel = maxLevel;
+    this.own = this.base;
     this.buffer = this.own;
     this.limit = this.own.length;
   }
@@ -324,12 +329,35 @@ export class PlainEncoder implements MapTarget {
     return true;
   }
 
+  /**
+   * Hands over the memory of a large encoding: when `view` is what the last
+   * {@link encode} returned and lies in memory of {@link bulkBuffers}, the
+   * caller owns that memory from now on (and gives it back to the pool once
+   * done with it), and this encoder goes back to its small buffer. A large
+   * message is then sent from where it was encoded, not from a copy. False,
+   * changing nothing, for any other view.
+   */
+  release(view: Uint8Array): boolean {
+    if (this.busy || this.own === this.base || view.buffer !== this.own.buffer) return false;
+    this.own = this.base;
+    this.buffer = this.base;
+    this.limit = this.base.length;
+    return true;
+  }
+
   /** Room for `n` more bytes: the own buffer grows; a caller's buffer has what it has. */
   private ensure(n: number): boolean {
     if (this.pos + n <= this.limit) return true;
     if (this.buffer !== this.own) return false;
-    const larger = Buffer.allocUnsafe(Math.max(this.own.length * 2, this.pos + n));
+    // Large buffers come from the pool, warm (see BulkBufferPool); a value
+    // that needs much more room at once (a large binary) gets what it needs,
+    // not a doubling, so its bytes are copied once.
+    const size = Math.max(this.own.length * 2, this.pos + n);
+    const larger = size >= POOLED_MIN_BYTES ? bulkBuffers.take(size) : Buffer.allocUnsafe(size);
     this.own.copy(larger, 0, 0, this.pos);
+    // The outgrown buffer holds nothing anyone may still read (views of an
+    // earlier encoding are valid only until the next one).
+    if (this.own !== this.base && this.own.length >= POOLED_MIN_BYTES) bulkBuffers.give(this.own.buffer as ArrayBuffer);
     this.own = larger;
     this.buffer = larger;
     this.limit = larger.length;

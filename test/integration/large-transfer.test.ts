@@ -123,3 +123,49 @@ describe("large transfers during a graceful close", () => {
     }
   });
 });
+
+describe("large messages sent from reused memory", () => {
+  /** A pattern of its own per call: a buffer reused too early would carry another call's bytes. */
+  function seeded(size: number, seed: number): Buffer {
+    const out = Buffer.allocUnsafe(size);
+    let x = seed * 2654435761;
+    for (let i = 0; i + 4 <= size; i += 4) {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      out.writeUInt32LE(x, i);
+    }
+    for (let i = size & ~3; i < size; i++) out[i] = seed & 0xff;
+    return out;
+  }
+
+  it("concurrent echoes of large arguments and results of many sizes come back byte-exact (client and server share one pool here)", async () => {
+    const server = new Server();
+    server.register("echo", (data: Uint8Array) => data);
+    server.register("wrap", (data: Uint8Array, tag: number) => ({ tag, data, after: "tail" }));
+    const [address] = (await server.listen("127.0.0.1:0")) as [string];
+    const client = new Client(address);
+    const sizes = [70 * 1024, 300 * 1024 + 1, 1536 * 1024 + 2, 3 * 1024 * 1024 + 5];
+    try {
+      await client.connect();
+      // 4 lanes, 8 calls each, 2 methods: up to 4 large arguments and 4 large results in flight at once.
+      const lanes = Array.from({ length: 4 }, async (_, lane) => {
+        for (let i = 0; i < 8; i++) {
+          const seed = lane * 100 + i + 1;
+          const data = seeded(sizes[(lane + i) % sizes.length] as number, seed);
+          if (i % 2 === 0) {
+            const echoed = await client.call<Uint8Array>("echo", [data]);
+            assert.ok(Buffer.from(echoed).equals(data), `echo lane ${lane} call ${i}`);
+          } else {
+            const wrapped = await client.call<{ tag: number; data: Uint8Array; after: string }>("wrap", [data, seed]);
+            assert.equal(wrapped.tag, seed);
+            assert.equal(wrapped.after, "tail");
+            assert.ok(Buffer.from(wrapped.data).equals(data), `wrap lane ${lane} call ${i}`);
+          }
+        }
+      });
+      await within(Promise.all(lanes), 30_000, "all echoes");
+    } finally {
+      await client.close();
+      await server.close();
+    }
+  });
+});

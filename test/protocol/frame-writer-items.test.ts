@@ -23,8 +23,9 @@ interface Frame {
 
 /**
  * A socket that accepts everything and keeps the chunks it was given by
- * reference, as a real socket holds them until they are sent: a writer that
- * reused bytes it had already handed over would show up as corrupt frames.
+ * reference, as a real socket holds them until they are sent, and counts
+ * them as unwritten (they never are): a writer that reused bytes it had
+ * already handed over would show up as corrupt frames.
  */
 class FakeSocket implements FrameSocket {
   readonly chunks: Uint8Array[] = [];
@@ -33,6 +34,7 @@ class FakeSocket implements FrameSocket {
 
   write(chunk: Uint8Array): boolean {
     this.chunks.push(chunk);
+    this.writableLength += chunk.length;
     return true;
   }
 

@@ -343,7 +343,7 @@ describe("FrameWriter over a loopback socket", () => {
     const rx = new Receiver(receiver, fragmentSize);
     const writer = new FrameWriter(sender, { fragmentSize, highWaterMark: 32 * 1024 });
     const message = big();
-    writer.writeMessage(FrameType.RESULT, 1, message, true);
+    writer.writeMessage(FrameType.RESULT, 1, message, "owned");
     // Fill the kernel buffers until the socket holds bytes itself.
     for (let i = 0; i < 20_000 && sender.writableLength === 0; i++) await turn();
     assert.ok(sender.writableLength > 0, "the socket is backed up");
@@ -359,7 +359,7 @@ describe("FrameWriter over a loopback socket", () => {
     const rx = new Receiver(receiver, 64 * 1024);
     const writer = new FrameWriter(sender);
     const message = big();
-    writer.writeMessage(FrameType.RESULT, 1, message, true);
+    writer.writeMessage(FrameType.RESULT, 1, message, "owned");
     for (let i = 0; i < 20_000 && sender.writableLength === 0; i++) await turn();
     assert.ok(sender.writableLength > 0, "the socket is backed up");
     // Backed up: the writer holds the rest instead of piling it onto the socket.
@@ -440,7 +440,7 @@ describe("FrameWriter over a loopback socket", () => {
     const toy = toyRecords();
     writer.output = toy.output;
     const message = big();
-    writer.writeMessage(FrameType.RESULT, 1, message, true);
+    writer.writeMessage(FrameType.RESULT, 1, message, "owned");
     for (let i = 0; i < 20_000 && sender.writableLength === 0; i++) await turn();
     for (let i = 0; i < 20; i++) await turn();
     assert.ok(sender.writableLength < 256 * 1024 + 64 * 1024 + 64, `socket holds ${sender.writableLength} bytes`);
