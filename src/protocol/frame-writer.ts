@@ -418,9 +418,11 @@ export class FrameWriter {
       return;
     }
     const data = bytes === "borrowed" ? this.copy(second, undefined) : second;
-    // The head goes out whole in the first fragment, written into the batch now.
+    // The head goes out whole in the first fragment, queued now.
     const firstData = size - first.length;
-    this.writeFrameParts(type, FrameFlag.FOLLOWS, streamId, first, data.subarray(0, firstData));
+    if (this.batches !== undefined) this.closeBatchOf(streamId);
+    this.writeFragment(type, FrameFlag.FOLLOWS, streamId, first, data.subarray(0, firstData));
+    this.schedule();
     const pooled = bytes === "pooled" || (bytes === "borrowed" && second.length > size);
     this.startBulk(streamId, { type, flags: 0, data, offset: firstData, pooled });
   }
@@ -450,9 +452,30 @@ export class FrameWriter {
     // The first fragment goes out in order with small frames: a peer sees
     // streams open in the order their ids were taken (ids must increase).
     const size = this.fragmentSize;
-    this.writeFrame(message.type, message.flags | FrameFlag.FOLLOWS, streamId, message.data.subarray(0, size));
+    if (this.batches !== undefined) this.closeBatchOf(streamId);
+    this.writeFragment(message.type, message.flags | FrameFlag.FOLLOWS, streamId, undefined, message.data.subarray(0, size));
     message.offset = size;
     this.startBulk(streamId, message);
+  }
+
+  /**
+   * Queues a frame of `head` (copied, if any) then `data`, a view of a large
+   * message's memory written from where it is, not copied into the batch:
+   * the batch so far, the frame header and head go to the ready chunks, then
+   * `data`, so frames keep their order. The memory must stay as it is until
+   * the socket has written it (see {@link giveBack}).
+   */
+  private writeFragment(type: number, flags: number, streamId: number, head: Uint8Array | undefined, data: Uint8Array): void {
+    const headLength = head === undefined ? 0 : head.length;
+    const at = this.reserve(FRAME_HEADER_SIZE + headLength);
+    const slab = this.slab as Buffer;
+    writeFrameHeader(slab, at, headLength + data.length, type, flags, streamId);
+    if (head !== undefined) slab.set(head, at + FRAME_HEADER_SIZE);
+    this.used = at + FRAME_HEADER_SIZE + headLength;
+    const ready = (this.ready ??= []);
+    ready.push(slab.subarray(this.batchStart, this.used));
+    this.batchStart = this.used;
+    ready.push(data);
   }
 
   /** Queues the rest of a message whose first fragment is written. */
@@ -566,13 +589,8 @@ export class FrameWriter {
       const remaining = message.data.length - message.offset;
       const length = Math.min(remaining, size);
       const last = length === remaining;
-      const at = this.reserve(FRAME_HEADER_SIZE);
-      writeFrameHeader(this.slab as Buffer, at, length, message.type, last ? message.flags : message.flags | FrameFlag.FOLLOWS, streamId);
-      this.used = at + FRAME_HEADER_SIZE;
-      const ready = (this.ready ??= []);
-      ready.push((this.slab as Buffer).subarray(this.batchStart, this.used));
-      this.batchStart = this.used;
-      ready.push(message.data.subarray(message.offset, message.offset + length));
+      const flags = last ? message.flags : message.flags | FrameFlag.FOLLOWS;
+      this.writeFragment(message.type, flags, streamId, undefined, message.data.subarray(message.offset, message.offset + length));
       message.offset += length;
       pending += FRAME_HEADER_SIZE + length;
       bulk.delete(streamId);
