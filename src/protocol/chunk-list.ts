@@ -56,6 +56,34 @@ export class ChunkList {
     return out;
   }
 
+  /** Bytes in the first chunk held (0 when empty): a take of more spans chunks. */
+  get firstLength(): number {
+    const first = this.parts[0];
+    return first === undefined ? 0 : first.length;
+  }
+
+  /** Removes `n` held bytes (at most {@link length}) as views of the chunks they lie in, in order: no copy. */
+  takeParts(n: number): Buffer[] {
+    const parts = this.parts;
+    const out: Buffer[] = [];
+    this.length -= n;
+    this.copied = false;
+    let left = n;
+    while (left > 0) {
+      const part = parts[0] as Buffer;
+      if (part.length <= left) {
+        out.push(part);
+        parts.shift();
+        left -= part.length;
+      } else {
+        out.push(part.subarray(0, left));
+        parts[0] = part.subarray(left);
+        left = 0;
+      }
+    }
+    return out;
+  }
+
   /** Copies everything held to the start of a new buffer of `size` (≥ {@link length}) bytes and empties the list. */
   gather(size: number): Buffer {
     const target = Buffer.allocUnsafe(size);

@@ -912,16 +912,7 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost, Keepali
       this.onConnectionFrame(type, flags, payload);
       return;
     }
-    if (((1 << type) & CONNECTION_ONLY) !== 0) {
-      throw new RpcError(ErrorCode.PROTOCOL_ERROR, `${frameTypeName(type)} frame on stream ${streamId}: it is only allowed on stream 0`);
-    }
-    if (type === FrameType.CALL) {
-      if (!this.assembler.has(streamId)) this.checkNewPeerStream(streamId);
-    } else if (!this.streams.has(streamId)) {
-      if (this.assembler.has(streamId)) this.onPartialCallInterrupted(type, streamId);
-      else this.onUnknownStream(type, streamId);
-      return;
-    }
+    if (!this.admitsStreamFrame(type, streamId)) return;
     if (flags === 0 && payload.length > this.limits.maxMessageSize && !this.assembler.has(streamId)) {
       // maxFrameSize and maxMessageSize are separate limits, and a frame may
       // be larger than a message: the assembler checks fragmented messages,
@@ -940,15 +931,9 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost, Keepali
     // CREDIT is never part of a message: it may come between the fragments of
     // one on its stream (the peer grants while it still sends), PROTOCOL.md §6.2.
     if ((flags !== 0 || this.assemblerInstance?.busy === true) && !(type === FrameType.CREDIT && flags === 0)) {
-      try {
-        const whole = this.assembler.add(type, flags, streamId, payload, owned);
-        if (whole === null) return;
-        payload = whole;
-      } catch (error) {
-        if (!(error instanceof RpcError) || error.code !== ErrorCode.RESOURCE_EXHAUSTED) throw error;
-        this.onOversized(type, streamId, error);
-        return;
-      }
+      const whole = this.assemble(type, flags, streamId, payload, payload.length, owned);
+      if (whole === null) return;
+      payload = whole;
       // The last fragment's processing flags stand for the message's.
       if ((flags & PROCESSING_FLAGS) !== 0) {
         const plain = this.unprocess(type, flags, streamId, payload);
@@ -965,6 +950,56 @@ export class Connection implements FrameSink, RecordSink, KeepaliveHost, Keepali
       return;
     }
     (this.streams.get(streamId) as StreamReceiver).onMessage(type, payload);
+  }
+
+  /**
+   * A fragment that spans socket chunks, as views of them (FrameSink): put
+   * into its message as it is, so its bytes are copied once, when the
+   * message is joined, not also into a buffer of the fragment's own.
+   */
+  onFragmentParts(type: number, flags: number, streamId: number, parts: Buffer[], length: number): void {
+    if (this.state === ConnectionState.CLOSED) return;
+    if (this.state === ConnectionState.HANDSHAKE || streamId === 0) {
+      // Refused there, with onFrame's errors: these frames may not be fragmented.
+      this.onFrame(type, flags, streamId, Buffer.concat(parts, length), true);
+      return;
+    }
+    if (!this.admitsStreamFrame(type, streamId)) return;
+    // FOLLOWS is set, so this is never a whole message.
+    this.assemble(type, flags, streamId, parts, length, false);
+  }
+
+  /**
+   * Whether a frame on stream `streamId` (not 0) goes on to be handled: a
+   * CALL opening a stream is checked as the peer's next stream, a frame for
+   * a stream that is gone is answered here. Throws PROTOCOL_ERROR for a
+   * connection-only frame type.
+   */
+  private admitsStreamFrame(type: number, streamId: number): boolean {
+    if (((1 << type) & CONNECTION_ONLY) !== 0) {
+      throw new RpcError(ErrorCode.PROTOCOL_ERROR, `${frameTypeName(type)} frame on stream ${streamId}: it is only allowed on stream 0`);
+    }
+    if (type === FrameType.CALL) {
+      if (!this.assembler.has(streamId)) this.checkNewPeerStream(streamId);
+    } else if (!this.streams.has(streamId)) {
+      if (this.assembler.has(streamId)) this.onPartialCallInterrupted(type, streamId);
+      else this.onUnknownStream(type, streamId);
+      return false;
+    }
+    return true;
+  }
+
+  /** Adds a fragment to its message: the whole message once complete, null while more follow or when it was refused as too large (answered here). */
+  private assemble(type: number, flags: number, streamId: number, bytes: Buffer | Buffer[], length: number, owned: boolean): Buffer | null {
+    try {
+      return Array.isArray(bytes)
+        ? this.assembler.addParts(type, flags, streamId, bytes, length)
+        : this.assembler.add(type, flags, streamId, bytes, owned);
+    } catch (error) {
+      if (!(error instanceof RpcError) || error.code !== ErrorCode.RESOURCE_EXHAUSTED) throw error;
+      this.onOversized(type, streamId, error);
+      return null;
+    }
   }
 
   private checkNewPeerStream(streamId: number): void {

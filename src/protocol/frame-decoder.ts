@@ -5,11 +5,23 @@ import { ErrorCode, RpcError } from "./rpc-error.js";
 /** Receives each complete frame from a {@link FrameDecoder}. */
 export interface FrameSink {
   /**
-   * `payload` may be a view into a socket chunk: copy it if you keep it past
-   * the call, unless `owned` is true: then the decoder copied it into a
-   * buffer of its own (the frame spanned chunks), which the sink may keep.
+   * `payload` may be a view into a chunk given to {@link FrameDecoder.push}.
+   * The decoder never writes to a chunk, and whoever pushes one must not
+   * either (Node reads each socket chunk into memory of its own), so a sink
+   * may keep the view; but a view of a small part of a chunk keeps all of
+   * it alive: copy such a view if you keep it. `owned` is true when the
+   * decoder copied the payload into a buffer of its own (the frame spanned
+   * chunks).
    */
   onFrame(type: number, flags: number, streamId: number, payload: Buffer, owned?: boolean): void;
+  /**
+   * Optional: a fragment (FOLLOWS set) whose payload spans chunks, as views
+   * of them in order (`length` bytes in all) instead of a copy joining them.
+   * A sink that joins a message's fragments anyway then copies each byte
+   * once. The views are like `onFrame`'s payload. Without this method,
+   * `onFrame` gets such fragments copied into one buffer.
+   */
+  onFragmentParts?(type: number, flags: number, streamId: number, parts: Buffer[], length: number): void;
 }
 
 /** Options of a {@link FrameDecoder}. */
@@ -174,9 +186,13 @@ export class FrameDecoder {
         this.spillIfFragmented(held);
         return;
       }
-      const payload = this.length === 0 ? EMPTY : held.take(this.length);
       this.state = STATE_HEADER;
-      this.sink.onFrame(this.type, this.flags, this.streamId, payload, this.length !== 0 && held.copied);
+      if ((this.flags & FrameFlag.FOLLOWS) !== 0 && held.firstLength < this.length && this.sink.onFragmentParts !== undefined) {
+        this.sink.onFragmentParts(this.type, this.flags, this.streamId, held.takeParts(this.length), this.length);
+      } else {
+        const payload = this.length === 0 ? EMPTY : held.take(this.length);
+        this.sink.onFrame(this.type, this.flags, this.streamId, payload, this.length !== 0 && held.copied);
+      }
       if (this.handingOff) {
         (this.rest ??= []).push(...held.drain());
         return;

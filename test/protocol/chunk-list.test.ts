@@ -23,6 +23,30 @@ describe("ChunkList", () => {
     assert.equal(list.count, 0);
   });
 
+  it("takes bytes as views of the chunks they lie in, copying nothing", () => {
+    const list = new ChunkList();
+    const chunks = ["abc", "defgh", "ij"].map((text) => Buffer.from(text));
+    for (const chunk of chunks) list.push(chunk);
+    assert.equal(list.firstLength, 3);
+    const parts = list.takeParts(6);
+    assert.deepEqual(
+      parts.map((p) => p.toString()),
+      ["abc", "def"],
+    );
+    assert.equal(parts[0], chunks[0], "a whole chunk is given as it is");
+    assert.equal(parts[1]?.buffer, chunks[1]?.buffer);
+    assert.equal(list.copied, false);
+    assert.equal(list.length, 4);
+    assert.equal(list.firstLength, 2);
+    assert.deepEqual(
+      list.takeParts(4).map((p) => p.toString()),
+      ["gh", "ij"],
+    );
+    assert.equal(list.length, 0);
+    assert.equal(list.count, 0);
+    assert.equal(list.firstLength, 0);
+  });
+
   it("gathers what it holds into the start of a buffer of a given size, and drains its chunks", () => {
     const list = new ChunkList();
     for (const part of ["ab", "c", "de"]) list.push(Buffer.from(part));

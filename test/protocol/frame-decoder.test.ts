@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { FRAME_HEADER_SIZE, FrameFlag, FrameType, writeFrameHeader } from "../../src/protocol/frame.js";
-import { FrameDecoder } from "../../src/protocol/frame-decoder.js";
+import { FrameDecoder, type FrameSink } from "../../src/protocol/frame-decoder.js";
 import { ErrorCode, RpcError } from "../../src/protocol/rpc-error.js";
 import { between, prng } from "./seeded-random.js";
 
@@ -40,18 +40,38 @@ function header(length: number, type: number, flags: number, streamId: number): 
   return out;
 }
 
-/** A decoder whose sink records a copy of every frame (the payload may be a view into a chunk). */
-function recorder(options: { maxFrameSize: number; maxBufferedParts?: number }): { decoder: FrameDecoder; frames: Frame[] } {
+/**
+ * A decoder whose sink records a copy of every frame (the payload may be a
+ * view into a chunk). With `parts`, the sink takes fragments that span
+ * chunks as views of them (onFragmentParts) and counts them in `partFrames`.
+ */
+function recorder(
+  options: { maxFrameSize: number; maxBufferedParts?: number },
+  parts = false,
+): {
+  decoder: FrameDecoder;
+  frames: Frame[];
+  partFrames: () => number;
+} {
   const frames: Frame[] = [];
-  const decoder = new FrameDecoder(
-    {
-      onFrame(type, flags, streamId, payload) {
-        frames.push({ type, flags, streamId, payload: Buffer.from(payload) });
-      },
+  let partFrames = 0;
+  const sink: FrameSink = {
+    onFrame(type, flags, streamId, payload) {
+      frames.push({ type, flags, streamId, payload: Buffer.from(payload) });
     },
-    options,
-  );
-  return { decoder, frames };
+  };
+  if (parts) {
+    sink.onFragmentParts = (type, flags, streamId, views, length) => {
+      assert.equal(
+        views.reduce((n, v) => n + v.length, 0),
+        length,
+      );
+      assert.ok(views.length >= 2, "only a fragment spanning chunks comes in parts");
+      partFrames++;
+      frames.push({ type, flags, streamId, payload: Buffer.concat(views) });
+    };
+  }
+  return { decoder: new FrameDecoder(sink, options), frames, partFrames: () => partFrames };
 }
 
 function assertFramesEqual(actual: Frame[], expected: Frame[], context: string): void {
@@ -76,6 +96,7 @@ function isProtocolError(pattern?: RegExp): (e: unknown) => boolean {
 describe("FrameDecoder", () => {
   it("decodes any split of a random frame stream exactly (many seeds)", () => {
     const maxFrameSize = 200 * 1024;
+    let inParts = 0;
     for (let seed = 1; seed <= 60; seed++) {
       const rand = prng(seed);
       // Chunking modes: 1-byte chunks, tiny, mixed, and large chunks.
@@ -99,7 +120,12 @@ describe("FrameDecoder", () => {
       }
       const stream = Buffer.concat(expected.map(encodeFrame));
       const maxBufferedParts = [undefined, 1, 2, 64][Math.floor(seed / 4) % 4];
-      const { decoder, frames } = recorder(maxBufferedParts === undefined ? { maxFrameSize } : { maxFrameSize, maxBufferedParts });
+      // Odd seeds take fragments spanning chunks in parts.
+      const parts = seed % 2 === 1;
+      const { decoder, frames, partFrames } = recorder(
+        maxBufferedParts === undefined ? { maxFrameSize } : { maxFrameSize, maxBufferedParts },
+        parts,
+      );
       let offset = 0;
       for (let pushes = 0; offset < stream.length && pushes <= stream.length; pushes++) {
         const size = Math.min(stream.length - offset, rand() < 0.1 ? 1 : between(rand, 1, maxChunk));
@@ -107,9 +133,11 @@ describe("FrameDecoder", () => {
         offset += size;
       }
       assert.equal(offset, stream.length);
-      assertFramesEqual(frames, expected, `seed ${seed} (chunks <= ${maxChunk}, maxBufferedParts ${maxBufferedParts})`);
+      assertFramesEqual(frames, expected, `seed ${seed} (chunks <= ${maxChunk}, maxBufferedParts ${maxBufferedParts}, parts ${parts})`);
       assert.equal(decoder.bufferedBytes, 0, `seed ${seed}: nothing left buffered`);
+      inParts += partFrames();
     }
+    assert.ok(inParts >= 10, `${inParts} fragments came in parts`);
   });
 
   it("tells the sink which payloads are its own copies (a frame spanning chunks) and which are views of a chunk", () => {
@@ -129,6 +157,45 @@ describe("FrameDecoder", () => {
     assert.deepEqual(seen, [
       { payload: "inside one chunk", owned: false },
       { payload: "spans two chunks", owned: true },
+    ]);
+  });
+
+  it("gives a sink that takes parts each fragment spanning chunks as views of them; other frames as before", () => {
+    const seen: Array<{ payload: string; how: string }> = [];
+    const chunks: Buffer[] = [];
+    const decoder = new FrameDecoder(
+      {
+        onFrame(_type, _flags, _streamId, payload, owned) {
+          seen.push({ payload: payload.toString(), how: owned === true ? "owned" : "view" });
+        },
+        onFragmentParts(_type, flags, _streamId, parts, length) {
+          assert.equal(flags, FrameFlag.FOLLOWS);
+          // Views of the pushed chunks, nothing copied.
+          for (const part of parts) assert.ok(chunks.some((c) => c.buffer === part.buffer));
+          seen.push({ payload: Buffer.concat(parts, length).toString(), how: `${parts.length} parts` });
+        },
+      },
+      { maxFrameSize: 1024 },
+    );
+    const frame = (text: string, flags: number): Buffer =>
+      Buffer.concat([header(text.length, FrameType.ITEM, flags, 1), Buffer.from(text)]);
+    const stream = Buffer.concat([
+      frame("fragment in one chunk", FrameFlag.FOLLOWS),
+      frame("fragment over three chunks", FrameFlag.FOLLOWS),
+      frame("last fragment over two", 0),
+    ]);
+    // Cut inside the second frame's payload twice, and inside the third's.
+    const first = FRAME_HEADER_SIZE + 21;
+    const cuts = [0, first + FRAME_HEADER_SIZE + 5, first + FRAME_HEADER_SIZE + 15, stream.length - 6, stream.length];
+    for (let i = 1; i < cuts.length; i++) {
+      const chunk = unpooled(stream.subarray(cuts[i - 1], cuts[i]));
+      chunks.push(chunk);
+      decoder.push(chunk);
+    }
+    assert.deepEqual(seen, [
+      { payload: "fragment in one chunk", how: "view" },
+      { payload: "fragment over three chunks", how: "3 parts" },
+      { payload: "last fragment over two", how: "owned" },
     ]);
   });
 

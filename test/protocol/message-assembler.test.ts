@@ -41,7 +41,54 @@ describe("MessageAssembler", () => {
     assert.equal(asm.add(FrameType.ITEM, 0, 2, bytes("y"))?.toString(), "xy");
   });
 
-  it("owns the fragments it keeps: later changes to the frame buffers do not leak in", () => {
+  it("keeps a fragment that is most of its chunk's memory as a view while the message is at most 256 KiB, and copies the rest", () => {
+    const asm = new MessageAssembler({ maxMessageSize: 1 << 20, maxBufferedBytes: 1 << 22 });
+    // Chunks of memory of their own, as Node reads a socket into.
+    const chunk = (size: number, fill: number): Buffer => Buffer.allocUnsafeSlow(size).fill(fill);
+    const whole = chunk(1000, 1);
+    const mostly = chunk(1000, 2).subarray(0, 600);
+    const little = chunk(1000, 3).subarray(0, 400);
+    asm.add(FrameType.RESULT, F, 1, whole);
+    asm.add(FrameType.RESULT, F, 1, mostly);
+    asm.add(FrameType.RESULT, F, 1, little);
+    // A change after adding shows through a kept view only.
+    for (const b of [whole, mostly, little]) b.fill(9);
+    const joined = asm.add(FrameType.RESULT, 0, 1, Buffer.alloc(0)) as Buffer;
+    assert.deepEqual([joined[0], joined[1000], joined[1600]], [9, 9, 3]);
+    // Past 256 KiB, fragments are copied (views would hold their chunks until the message is complete).
+    const early = chunk(200 * 1024, 4);
+    const late = chunk(100 * 1024, 5);
+    const parts = [chunk(10 * 1024, 6), chunk(10 * 1024, 7)];
+    asm.add(FrameType.RESULT, F, 3, early);
+    asm.add(FrameType.RESULT, F, 3, late);
+    assert.equal(asm.addParts(FrameType.RESULT, F, 3, parts, 20 * 1024), null);
+    for (const b of [early, late, ...parts]) b.fill(9);
+    const large = asm.add(FrameType.RESULT, 0, 3, Buffer.alloc(0)) as Buffer;
+    assert.equal(large.length, 320 * 1024);
+    assert.deepEqual([large[0], large[200 * 1024], large[300 * 1024], large[310 * 1024]], [9, 5, 6, 7]);
+  });
+
+  it("joins fragments given as parts, within the same limits, their bytes copied once", () => {
+    const asm = new MessageAssembler({ maxMessageSize: 100, maxBufferedBytes: 1000 });
+    const a = Buffer.allocUnsafeSlow(30).fill(0x61);
+    const b = Buffer.allocUnsafeSlow(30).fill(0x62);
+    assert.equal(asm.addParts(FrameType.ITEM, F, 1, [a, b.subarray(0, 20)], 50), null);
+    a.fill(0x41); // a kept view: shows through
+    assert.equal(
+      asm.addParts(FrameType.ITEM, 0, 1, [b.subarray(20), Buffer.from("z")], 11)?.toString(),
+      `${"A".repeat(30)}${"b".repeat(30)}z`,
+    );
+    // A message in parts over the limit is refused and the rest of it dropped.
+    assert.equal(asm.addParts(FrameType.ITEM, F, 3, [Buffer.alloc(60), Buffer.alloc(30)], 90), null);
+    assert.throws(
+      () => asm.addParts(FrameType.ITEM, F, 3, [Buffer.alloc(10), Buffer.alloc(10)], 20),
+      rejects(ErrorCode.RESOURCE_EXHAUSTED),
+    );
+    assert.equal(asm.addParts(FrameType.ITEM, 0, 3, [Buffer.alloc(10), Buffer.alloc(10)], 20), null);
+    assert.equal(asm.busy, false);
+  });
+
+  it("copies a fragment that is a small part of its memory: later changes to that memory do not leak in", () => {
     const asm = new MessageAssembler({ maxMessageSize: 1000, maxBufferedBytes: 10_000 });
     const chunk = bytes("first");
     asm.add(FrameType.ITEM, F, 1, chunk);

@@ -5,7 +5,7 @@ import { decode, encode } from "@msgpack/msgpack";
 import { Client } from "../../src/client/index.js";
 import { FRAME_HEADER_SIZE, FrameFlag, FrameType, writeFrameHeader } from "../../src/protocol/frame.js";
 import { type CallContext, Server } from "../../src/server/index.js";
-import { RawPeer, callFrame, callPayload, frame, helloFrame, rejectsWith, waitFor, within } from "../integration/helpers.js";
+import { RawPeer, callFrame, callPayload, frame, helloFrame, rejectsWith, sleep, waitFor, within } from "../integration/helpers.js";
 
 /**
  * Hostile and broken peers over real sockets. Throughout, a normal client on
@@ -257,6 +257,37 @@ describe("bad input from raw sockets", () => {
     assert.equal(error.code, "RESOURCE_EXHAUSTED");
     peer.write(callFrame(3, "len", ["abc"]));
     assert.deepEqual(await peer.nextResult(), { streamId: 3, value: 3 });
+  });
+
+  it("fragments that arrive split over socket reads (taken as views of the reads) are assembled and checked like whole ones", async () => {
+    const peer = await raw();
+    /** Writes a frame in two writes with a pause between, so the server reads it as two chunks. */
+    const split = async (bytes: Buffer): Promise<void> => {
+      const cut = bytes.length >> 1;
+      peer.write(bytes.subarray(0, cut));
+      await sleep(20);
+      peer.write(bytes.subarray(cut));
+    };
+    const send = async (streamId: number, payload: Buffer, step: number): Promise<void> => {
+      for (let offset = 0; offset < payload.length; offset += step) {
+        const last = offset + step >= payload.length;
+        await split(frame(FrameType.CALL, last ? 0 : FrameFlag.FOLLOWS, streamId, payload.subarray(offset, offset + step)));
+      }
+    };
+    await send(1, callPayload(["len"], ["q".repeat(40 * 1024)]), 10 * 1024);
+    assert.deepEqual(await peer.nextResult(), { streamId: 1, value: 40 * 1024 });
+    // Past maxMessageSize: that call fails, the connection stays.
+    await send(3, callPayload(["len"], ["r".repeat(100 * 1024)]), 20 * 1024);
+    const error = await peer.nextError();
+    assert.deepEqual([error.streamId, error.code], [3, "RESOURCE_EXHAUSTED"]);
+    peer.write(callFrame(5, "len", ["abc"]));
+    assert.deepEqual(await peer.nextResult(), { streamId: 5, value: 3 });
+    // A split fragment on stream 0 is refused as a whole one is.
+    await split(frame(FrameType.PING, FrameFlag.FOLLOWS, 0, Buffer.alloc(4000)));
+    const refused = await peer.nextError();
+    assert.deepEqual([refused.streamId, refused.code], [0, "PROTOCOL_ERROR"]);
+    await peer.expectClosed();
+    await stillServing();
   });
 
   it("fails the connection on a connection-level frame type sent on a call stream", async () => {
