@@ -59,6 +59,9 @@ export interface RecordTransform {
    * Opens the next record received, given its body (the bytes after its
    * length prefix); returns its plaintext, the next slice of the peer's
    * frames. Throws an RpcError (UNAUTHENTICATED) when it is not authentic.
+   * The plaintext is the connection's from then on: it may keep views of it
+   * (fragments of a message being reassembled), so the transform must not
+   * write to that memory again; `body` is the transform's to keep or not.
    */
   open(body: Buffer): Buffer;
 }
