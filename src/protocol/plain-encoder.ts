@@ -338,7 +338,8 @@ export class PlainEncoder implements MapTarget {
    * changing nothing, for any other view.
    */
   release(view: Uint8Array): boolean {
-    if (this.busy || this.own === this.base || view.buffer !== this.own.buffer) return false;
+    // Only pooled memory: a smaller buffer grown past `base` is not the pool's.
+    if (this.busy || this.own.length < POOLED_MIN_BYTES || view.buffer !== this.own.buffer) return false;
     this.own = this.base;
     this.buffer = this.base;
     this.limit = this.base.length;

@@ -93,6 +93,10 @@ describe("PlainEncoder.release", () => {
     const encoder = new PlainEncoder(64);
     const small = encoder.encode([1, 2, 3]) as Uint8Array;
     assert.equal(encoder.release(small), false);
+    // Grown past its first buffer, but not into pooled memory: nothing to hand over.
+    const middle = encoder.encode([Buffer.alloc(20 * KiB)]) as Uint8Array;
+    assert.ok(middle.buffer.byteLength < POOLED_MIN_BYTES);
+    assert.equal(encoder.release(middle), false);
     assert.equal(encoder.release(Buffer.alloc(200 * KiB)), false);
     const large = encoder.encode([pattern(200 * KiB, 3)]) as Uint8Array;
     // An encoding that outgrew the 200 KiB buffer moved to a larger one: the old view is stale.
