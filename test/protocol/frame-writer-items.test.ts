@@ -495,6 +495,34 @@ describe("FrameWriter.writeItem", () => {
     big.writer.close();
   });
 
+  it("reuses the batch buffers of up to 16 streams from turn to turn, and drops them after a turn with no items", () => {
+    const targets: Buffer[] = [];
+    const recording: InPlaceEncoder = {
+      encodeInto(value, target, offset, end) {
+        if (!targets.includes(target)) targets.push(target);
+        return copyEncoder.encodeInto(value, target, offset, end);
+      },
+    };
+    const { socket, writer } = setup();
+    const streams = Array.from({ length: 20 }, (_, i) => 2 * i + 1);
+    const turn = (): Buffer[] => {
+      targets.length = 0;
+      for (const id of streams) assert.equal(writer.writeItemInPlace(id, recording, item(8, id), 1024, 1 << 20), true);
+      writer.flush();
+      return [...targets];
+    };
+    const first = turn();
+    assert.equal(first.length, 20, "a batch buffer per stream");
+    const second = turn();
+    const reused = second.filter((b) => first.includes(b));
+    assert.equal(reused.length, 16, "16 kept from the turn before");
+    writer.flush(); // a turn with no items
+    const third = turn();
+    assert.equal(third.filter((b) => second.includes(b)).length, 0, "none kept past a quiet turn");
+    // Every item arrived whole, one frame per stream per turn.
+    assert.equal(socket.frames().length, 60);
+  });
+
   it("passes seeded random writes of items, other frames and flushes on 1-5 streams, every item whole, in order, in bounded frames", async () => {
     const seen: Seen = {
       inPlace: 0,
