@@ -29,9 +29,20 @@ export function encodeCallPayload(
 }
 
 /**
- * The first part of a CALL payload, `headLength:u32be head`, in a buffer of
- * its own; the arguments follow it on the wire. Senders that can write both
- * parts straight into a frame ({@link Connection.sendParts}) skip joining them.
+ * Prefixes of heads that are a method name alone, by name: most calls carry
+ * no timeout or metadata, and theirs is the same every time (encoding it
+ * was a head array, a MessagePack encoding and a buffer per call). Cleared
+ * when full, so a process calling ever new names holds at most this many.
+ */
+const methodPrefixes = new Map<string, Buffer>();
+const MAX_METHOD_PREFIXES = 1024;
+
+/**
+ * The first part of a CALL payload, `headLength:u32be head`; the arguments
+ * follow it on the wire. Senders that can write both parts straight into a
+ * frame ({@link Connection.sendParts}) skip joining them. The buffer may be
+ * shared by calls (a head that is the method name alone): read it, never
+ * write to it.
  */
 export function encodeCallPrefix(
   codec: MsgpackCodec,
@@ -42,6 +53,15 @@ export function encodeCallPrefix(
   kind?: CallKind,
   session?: number,
 ): Buffer {
+  if (timeoutMs === undefined && metadata === undefined && inputArg === undefined && kind === undefined && session === undefined) {
+    let prefix = methodPrefixes.get(method);
+    if (prefix === undefined) {
+      prefix = buildCallPrefix(codec, [method]);
+      if (methodPrefixes.size >= MAX_METHOD_PREFIXES) methodPrefixes.clear();
+      methodPrefixes.set(method, prefix);
+    }
+    return prefix;
+  }
   const head: unknown[] =
     session !== undefined
       ? [method, timeoutMs ?? null, metadata ?? null, inputArg ?? null, kind ?? null, session]
@@ -51,9 +71,11 @@ export function encodeCallPrefix(
           ? [method, timeoutMs ?? null, metadata ?? null, inputArg]
           : metadata !== undefined
             ? [method, timeoutMs ?? null, metadata]
-            : timeoutMs !== undefined
-              ? [method, timeoutMs]
-              : [method];
+            : [method, timeoutMs];
+  return buildCallPrefix(codec, head);
+}
+
+function buildCallPrefix(codec: MsgpackCodec, head: unknown[]): Buffer {
   const headBytes = codec.encodeShared(head);
   const prefix = Buffer.allocUnsafe(4 + headBytes.length);
   prefix.writeUInt32BE(headBytes.length, 0);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { MAX_TIMEOUT_MS, encodeCallPayload, readCallPayload } from "../../src/protocol/call-payload.js";
+import { MAX_TIMEOUT_MS, encodeCallPayload, encodeCallPrefix, readCallPayload } from "../../src/protocol/call-payload.js";
 import { FRAME_HEADER_SIZE, FrameType, writeFrameHeader } from "../../src/protocol/frame.js";
 import { MsgpackCodec } from "../../src/protocol/msgpack-codec.js";
 import { ErrorCode, RpcError } from "../../src/protocol/rpc-error.js";
@@ -70,6 +70,33 @@ describe("encodeCallPayload / readCallPayload", () => {
     encodeCallPayload(codec, "second", 20, { k: "v" }, ["b".repeat(200)]);
     codec.encodeShared({ overwrite: "c".repeat(300) });
     assert.deepEqual(payload, copy);
+  });
+
+  it("gives a head that is the method name alone the same prefix each time; any other head a new one", () => {
+    const codec = new MsgpackCodec();
+    const prefix = encodeCallPrefix(codec, "svc.add", undefined, undefined);
+    assert.equal(encodeCallPrefix(codec, "svc.add", undefined, undefined), prefix, "shared by calls");
+    assert.equal(encodeCallPrefix(new MsgpackCodec({ maxDepth: 4 }), "svc.add", undefined, undefined), prefix, "whatever the codec");
+    const head = codec.encode(["svc.add"]);
+    assert.deepEqual([...prefix], [0, 0, 0, head.length, ...head]);
+    // The payload built from it reads back as the method, after other encodes on the codec.
+    codec.encode({ unrelated: "x".repeat(100) });
+    assert.equal(readCallPayload(codec, Buffer.concat([prefix, codec.encode([1, 2])])).head[0], "svc.add");
+    assert.notEqual(encodeCallPrefix(codec, "svc.sub", undefined, undefined), prefix);
+    for (const other of [
+      encodeCallPrefix(codec, "svc.add", 100, undefined),
+      encodeCallPrefix(codec, "svc.add", undefined, { trace: "t" }),
+      encodeCallPrefix(codec, "svc.add", undefined, undefined, 0),
+      encodeCallPrefix(codec, "svc.add", undefined, undefined, undefined, undefined, 7),
+    ]) {
+      assert.notEqual(other, prefix);
+      assert.equal(readCallPayload(codec, Buffer.concat([other, codec.encode([])])).head[0], "svc.add");
+    }
+    // The cache is bounded: past 1,024 names it starts over.
+    for (let i = 0; i < 1100; i++) encodeCallPrefix(codec, `m${i}`, undefined, undefined);
+    const again = encodeCallPrefix(codec, "svc.add", undefined, undefined);
+    assert.notEqual(again, prefix);
+    assert.ok(again.equals(prefix));
   });
 
   it("puts the head first with its own length, so it can be read without the arguments", () => {
